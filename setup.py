@@ -1,0 +1,61 @@
+"""Build the Cython kernels.
+
+Environment switches (read at build time):
+
+``VSE_RECSYS_BOUNDSCHECK=1``
+    Compile the kernels with Cython's bounds and wrap-around checks on, so an out-of-bounds
+    index raises instead of silently corrupting memory (used by one CI run; slower).
+``VSE_RECSYS_NO_OPENMP=1``
+    Build without OpenMP (the kernels then run on one thread).
+"""
+
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _openmp_flags():
+    if _flag("VSE_RECSYS_NO_OPENMP"):
+        return [], []
+    if sys.platform == "darwin":  # Apple clang needs libomp from Homebrew
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+checked = _flag("VSE_RECSYS_BOUNDSCHECK")
+compile_args, link_args = _openmp_flags()
+if sys.platform != "win32":
+    compile_args += ["-O3"]
+
+extensions = [
+    Extension(
+        "vse_recsys._sampler",
+        ["vse_recsys/_sampler.pyx"],
+        include_dirs=[np.get_include(), "vse_recsys"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": checked,
+            "wraparound": checked,
+            "initializedcheck": checked,
+            "cdivision": not checked,
+        },
+    )
+)

@@ -1,0 +1,710 @@
+# cython: language_level=3
+"""nogil kernels: random numbers, the uniform and adaptive negative samplers, the adaptive
+sampler's refresh, the hinge / WARP / BPR pair updates and the Hogwild epoch loop.
+
+The public model (``vse_recsys.model.VSEEns``) validates input and hands this module only
+typed arrays and scalars. Small ``def`` wrappers at the end exist so tests can call the
+samplers and the update directly; training never goes through them.
+"""
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport ceil, exp, expm1, fabs, log1p, sqrt
+from libc.string cimport memcpy, memset
+
+from cpython.exc cimport PyErr_CheckSignals
+cimport openmp
+
+import numpy as np
+
+# A sampler gives up on rejection after this many draws that hit a positive of the image and
+# takes a uniformly drawn negative instead (exact, O(#positives)); see _sample_negative.
+cdef enum:
+    MAX_REJECTIONS = 32
+# Radix sort: 32-bit keys in passes of 11, 11 and 10 bits.
+cdef enum:
+    RADIX_BITS = 11
+    RADIX_SIZE = 2048
+    RADIX_MASK = 2047
+
+
+# ---------------------------------------------------------------------------------------------
+# Random numbers: xoshiro256++ (Blackman & Vigna), one state per thread.
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef uint64_t rng_next(uint64_t* s) noexcept nogil:
+    cdef uint64_t result = _rotl(s[0] + s[3], 23) + s[0]
+    cdef uint64_t t = s[1] << 17
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], 45)
+    return result
+
+
+cdef double rng_uniform(uint64_t* s) noexcept nogil:
+    """Uniform double in [0, 1) with 53 random bits."""
+    return <double> (rng_next(s) >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef uint32_t rng_below(uint64_t* s, uint32_t n) noexcept nogil:
+    """Unbiased integer in [0, n) by Lemire's multiply-and-reject method."""
+    cdef uint64_t m = (rng_next(s) >> 32) * <uint64_t> n
+    cdef uint32_t low = <uint32_t> m
+    cdef uint32_t threshold
+    if low < n:
+        threshold = (<uint32_t> (0 - n)) % n
+        while low < threshold:
+            m = (rng_next(s) >> 32) * <uint64_t> n
+            low = <uint32_t> m
+    return <uint32_t> (m >> 32)
+
+
+def make_rng_states(generator, int n_threads):
+    """Independent xoshiro256++ states for ``n_threads`` threads, drawn from a NumPy Generator.
+
+    Returns a (n_threads, 8) uint64 array; a thread uses the first 4 words of its row (the rest
+    is padding so that threads never share a cache line).
+    """
+    states = np.zeros((n_threads, RNG_STRIDE), dtype=np.uint64)
+    states[:, :4] = generator.integers(0, np.iinfo(np.uint64).max, size=(n_threads, 4),
+                                       dtype=np.uint64, endpoint=True)
+    # xoshiro's only bad state is all zeros
+    states[np.all(states[:, :4] == 0, axis=1), 0] = 1
+    return states
+
+
+# ---------------------------------------------------------------------------------------------
+# Small vector helpers
+# ---------------------------------------------------------------------------------------------
+
+cdef extern from "_vector.h" nogil:
+    float vse_dot_f(const float* a, const float* b, int n) noexcept
+    double vse_dot_d(const double* a, const double* b, int n) noexcept
+    void vse_step_f(float* user, float* pos, float* neg, int n, float scale, float lr,
+                    float reg) noexcept
+    void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
+                    double reg) noexcept
+    int vse_draw_factor_f(const float* user, const double* sigma, int n, double u01) noexcept
+    int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
+
+
+cdef inline floating _dot(const floating* a, const floating* b, int32_t k) noexcept nogil:
+    if floating is float:
+        return vse_dot_f(a, b, k)
+    else:
+        return vse_dot_d(a, b, k)
+
+
+cdef inline bint _is_positive(Positives positives, int32_t label) noexcept nogil:
+    """Binary search in the image's sorted positive labels."""
+    cdef int64_t lo = 0, hi = positives.count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if positives.labels[mid] < label:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < positives.count and positives.labels[lo] == label
+
+
+cdef inline int32_t _nth_negative(Positives positives, int32_t n) noexcept nogil:
+    """The n-th (0-based) label that is not a positive: skip every positive at or below it."""
+    cdef int64_t t
+    for t in range(positives.count):
+        if positives.labels[t] <= n:
+            n += 1
+        else:
+            break
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive sampler: rank draw, factor draw, label lookup
+# ---------------------------------------------------------------------------------------------
+
+cdef inline double _rank_norm(int32_t n_labels, double rank_decay) noexcept nogil:
+    return expm1(-n_labels / rank_decay)
+
+
+cdef inline int32_t _draw_rank(uint64_t* rng, int32_t n_labels, double rank_decay,
+                               double rank_norm) noexcept nogil:
+    """0-based rank r with P(r) proportional to exp(-(r + 1) / rank_decay), r < n_labels.
+
+    Inverse CDF of the truncated geometric distribution: with q = exp(-1/lambda),
+    F(R) = (1 - q^R) / (1 - q^n), so R = ceil(-lambda * log1p(u * (q^n - 1))). O(1), and exact
+    for tiny lambda (always rank 1) and huge lambda (uniform ranks) thanks to log1p/expm1.
+    """
+    cdef double rank = ceil(-rank_decay * log1p(rng_uniform(rng) * rank_norm))
+    if rank < 1:  # u == 0 exactly
+        rank = 1
+    elif rank > n_labels:  # rounding at the far end
+        rank = n_labels
+    return <int32_t> rank - 1
+
+
+cdef inline int32_t _draw_factor(const floating* user, const double* sigma,
+                                 int32_t n_factors, uint64_t* rng) noexcept nogil:
+    """Factor f with P(f) proportional to |user_f| * sigma_f; -1 when every weight is zero."""
+    if floating is float:
+        return vse_draw_factor_f(user, sigma, n_factors, rng_uniform(rng))
+    else:
+        return vse_draw_factor_d(user, sigma, n_factors, rng_uniform(rng))
+
+
+cdef inline int32_t _draw_adaptive(const floating* user, const AdaptiveView* view,
+                                   uint64_t* rng) noexcept nogil:
+    """One adaptive draw: a label the model probably ranks high for this image (steps 2-4)."""
+    cdef int32_t f = _draw_factor(user, view.sigma, view.n_factors, rng)
+    if f < 0:
+        return <int32_t> rng_below(rng, view.n_labels)
+    cdef int32_t rank = _draw_rank(rng, view.n_labels, view.rank_decay, view.rank_norm)
+    cdef const int32_t* by_value = view.sorted_labels + <int64_t> f * view.n_labels
+    if user[f] > 0:
+        return by_value[rank]                      # rank-th largest v_{., f}
+    return by_value[view.n_labels - 1 - rank]      # rank-th smallest v_{., f}
+
+
+cdef inline int32_t _sample_negative(const floating* user, Positives positives, int sampler,
+                                     const AdaptiveView* view, int32_t n_labels, bint verify,
+                                     uint64_t* rng, int64_t* draws) noexcept nogil:
+    """A negative label for the image, or -1 if the image has every label.
+
+    Rejection: a draw that hits a positive is redrawn. After MAX_REJECTIONS such draws the
+    sampler falls back to a uniformly drawn negative, so an image with nearly every label still
+    costs O(#positives) and never loops.
+    """
+    cdef int32_t label
+    cdef int attempt
+    if positives.count >= n_labels:
+        return -1
+    for attempt in range(MAX_REJECTIONS):
+        draws[0] += 1
+        if sampler == ADAPTIVE:
+            label = _draw_adaptive(user, view, rng)
+        else:
+            label = <int32_t> rng_below(rng, n_labels)
+        if not verify or not _is_positive(positives, label):
+            return label
+    draws[0] += 1
+    return _nth_negative(positives, <int32_t> rng_below(rng, <uint32_t> (n_labels - positives.count)))
+
+
+cdef inline int32_t _warp_search(const floating* user, floating positive_score,
+                                 const floating* item_factors, int32_t n_factors,
+                                 Positives positives, int32_t n_labels, floating margin,
+                                 int max_sampled, bint verify, uint64_t* rng,
+                                 int64_t* draws, int64_t* negatives_tried) noexcept nogil:
+    """WARP: uniform draws until a negative violates the margin; -1 if none in max_sampled."""
+    cdef int attempt
+    cdef int32_t label
+    negatives_tried[0] = 0
+    if positives.count >= n_labels:
+        return -1
+    for attempt in range(max_sampled):
+        draws[0] += 1
+        label = <int32_t> rng_below(rng, n_labels)
+        if verify and _is_positive(positives, label):
+            continue
+        negatives_tried[0] += 1
+        if margin + _dot(user, item_factors + <int64_t> label * n_factors, n_factors) > positive_score:
+            return label
+    return -1
+
+
+# ---------------------------------------------------------------------------------------------
+# The pair update shared by the three losses
+# ---------------------------------------------------------------------------------------------
+
+cdef inline void _pair_step(floating* user, floating* pos, floating* neg, int32_t n_factors,
+                            floating scale, floating learning_rate,
+                            floating regularization) noexcept nogil:
+    """SGD on scale * (s(i,n) - s(i,p)) + L2; every update uses the old values of all three."""
+    if floating is float:
+        vse_step_f(user, pos, neg, n_factors, scale, learning_rate, regularization)
+    else:
+        vse_step_d(user, pos, neg, n_factors, scale, learning_rate, regularization)
+
+
+cdef inline floating _loss_scale(int loss, floating positive_score, floating negative_score,
+                                 floating margin, floating rank_weight) noexcept nogil:
+    """Step size multiplier for one (positive, negative) pair; 0 means no update."""
+    cdef floating violation = margin - positive_score + negative_score
+    if loss == BPR:  # d/dz of -ln sigmoid(z) at z = s_p - s_n, i.e. 1 - sigmoid(z)
+        return 1 / (1 + exp(positive_score - negative_score))
+    if violation <= 0:
+        return 0
+    if loss == WARP:
+        return rank_weight
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Refresh: per factor, labels sorted by value (descending) and the column's standard deviation
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint32_t _descending_key(float value) noexcept nogil:
+    """A uint32 whose ascending order is the float's descending order (IEEE-754 bit trick)."""
+    cdef uint32_t bits
+    memcpy(&bits, &value, 4)
+    if bits & 0x80000000u:
+        bits = ~bits              # negative: larger magnitude sorts first when ascending
+    else:
+        bits |= 0x80000000u       # positive: above every negative
+    return ~bits
+
+
+cdef void _radix_argsort(uint32_t* keys, uint32_t* keys_tmp, int32_t* order,
+                         int32_t* order_tmp, uint32_t* counts, int32_t n) noexcept nogil:
+    """Stable LSD radix argsort of ``keys`` (clobbered) into ``order``: O(n), three passes."""
+    cdef uint32_t* c0 = counts
+    cdef uint32_t* c1 = counts + RADIX_SIZE
+    cdef uint32_t* c2 = counts + 2 * RADIX_SIZE
+    cdef uint32_t key, run0 = 0, run1 = 0, run2 = 0, tmp
+    cdef int32_t a, d
+    memset(counts, 0, 3 * RADIX_SIZE * sizeof(uint32_t))
+    for a in range(n):
+        key = keys[a]
+        c0[key & RADIX_MASK] += 1
+        c1[(key >> RADIX_BITS) & RADIX_MASK] += 1
+        c2[key >> (2 * RADIX_BITS)] += 1
+    for d in range(RADIX_SIZE):  # exclusive prefix sums: first slot of each digit
+        tmp = c0[d]; c0[d] = run0; run0 += tmp
+        tmp = c1[d]; c1[d] = run1; run1 += tmp
+        tmp = c2[d]; c2[d] = run2; run2 += tmp
+    for a in range(n):
+        key = keys[a]
+        d = key & RADIX_MASK
+        keys_tmp[c0[d]] = key
+        order_tmp[c0[d]] = a
+        c0[d] += 1
+    for a in range(n):
+        key = keys_tmp[a]
+        d = (key >> RADIX_BITS) & RADIX_MASK
+        keys[c1[d]] = key
+        order[c1[d]] = order_tmp[a]
+        c1[d] += 1
+    for a in range(n):
+        d = keys[a] >> (2 * RADIX_BITS)
+        order_tmp[c2[d]] = order[a]
+        c2[d] += 1
+    memcpy(order, order_tmp, n * sizeof(int32_t))
+
+
+# Atomics for the lock-free refresh hand-over (GCC / Clang builtins).
+cdef extern from *:
+    """
+    static inline long long vse_atomic_add(long long* p, long long v) {
+        return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
+    }
+    static inline long long vse_atomic_load_ll(long long* p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    static inline int vse_atomic_load(int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void vse_atomic_store(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int vse_try_lock(int* p) {
+        int expected = 0;
+        return __atomic_compare_exchange_n(p, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    }
+    """
+    long long vse_atomic_add(long long* p, long long v) noexcept nogil
+    long long vse_atomic_load_ll(long long* p) noexcept nogil
+    int vse_atomic_load(int* p) noexcept nogil
+    void vse_atomic_store(int* p, int v) noexcept nogil
+    int vse_try_lock(int* p) noexcept nogil
+
+# PyErr_CheckSignals without Cython's exception check: the caller keeps the pending exception
+# and re-raises it with _raise_pending once it is safe (outside the parallel region).
+cdef extern from "Python.h":
+    int _check_signals "PyErr_CheckSignals" () noexcept
+
+
+cdef int _signals_pending() noexcept with gil:
+    return _check_signals() != 0
+
+
+cdef int _raise_pending() except -1:
+    return -1  # an exception is already set: ``except -1`` makes Cython propagate it
+
+
+cdef class AdaptiveSampler:
+    """State of the adaptive sampler: per-factor label orders and factor spreads.
+
+    ``refresh(item_factors)`` rebuilds both from the current label factors: one row-major pass
+    turns every value into a radix key (and sums the columns for sigma), then each factor's
+    labels are radix-sorted, O(n_labels) per factor.
+
+    The state is double-buffered. During an epoch the thread whose pairs cross the next refresh
+    point rebuilds the back buffer on its own and then publishes it, while the other threads
+    keep drawing from the front buffer: no thread ever waits for a refresh (a barrier costs a
+    whole scheduler time slice on a loaded machine).
+
+    Parameters
+    ----------
+    n_labels, n_factors : int
+        Shape of the label factor matrix.
+    rank_decay : float
+        lambda, in ranks (not as a fraction): P(rank r) is proportional to exp(-r / lambda).
+    num_threads : int
+        Threads used by ``refresh`` (across factors).
+    """
+
+    cdef readonly int32_t n_labels
+    cdef readonly int32_t n_factors
+    cdef readonly double rank_decay
+    cdef readonly int num_threads
+    cdef object _sorted_buffers          # (2, n_factors, n_labels) int32, descending by value
+    cdef object _sigma_buffers           # (2, n_factors) float64
+    cdef int32_t[:, :, ::1] _sorted
+    cdef double[:, ::1] _sigma
+    cdef uint32_t[:, ::1] _keys          # (n_factors, n_labels) sort keys, rebuilt each refresh
+    cdef double[:, ::1] _moments         # (2, n_factors): shifted sums and sums of squares
+    cdef uint32_t[:, ::1] _key_scratch   # per thread: n_labels keys + radix counts
+    cdef int32_t[:, ::1] _order_scratch  # per thread: n_labels indices
+    cdef AdaptiveView views[2]
+    cdef int front                       # which buffer the samplers read
+    cdef int refreshing                  # lock: one refresh at a time
+
+    def __init__(self, int32_t n_labels, int32_t n_factors, double rank_decay, int num_threads=1):
+        if n_labels < 1 or n_factors < 1:
+            raise ValueError(f"need at least one label and one factor, got {n_labels}, {n_factors}")
+        if not (0 < rank_decay < float("inf")):
+            raise ValueError(f"rank_decay must be positive and finite, got {rank_decay}")
+        self.n_labels = n_labels
+        self.n_factors = n_factors
+        self.rank_decay = rank_decay
+        self.num_threads = max(1, num_threads)
+        self._sorted_buffers = np.zeros((2, n_factors, n_labels), dtype=np.int32)
+        self._sigma_buffers = np.zeros((2, n_factors), dtype=np.float64)
+        self._sorted = self._sorted_buffers
+        self._sigma = self._sigma_buffers
+        self._keys = np.empty((n_factors, n_labels), dtype=np.uint32)
+        self._moments = np.empty((2, n_factors), dtype=np.float64)
+        self._key_scratch = np.empty((self.num_threads, n_labels + 3 * RADIX_SIZE), dtype=np.uint32)
+        self._order_scratch = np.empty((self.num_threads, n_labels), dtype=np.int32)
+        cdef int b
+        for b in range(2):
+            self.views[b].sorted_labels = &self._sorted[b, 0, 0]
+            self.views[b].sigma = &self._sigma[b, 0]
+            self.views[b].n_labels = n_labels
+            self.views[b].n_factors = n_factors
+            self.views[b].rank_decay = rank_decay
+            self.views[b].rank_norm = _rank_norm(n_labels, rank_decay)
+        self.front = 0
+        self.refreshing = 0
+
+    @property
+    def sorted_labels(self):
+        """(n_factors, n_labels) int32: per factor, the labels by value, largest first."""
+        return self._sorted_buffers[self.front]
+
+    @property
+    def sigma(self):
+        """(n_factors,) float64: the standard deviation (ddof 0) of each label factor column."""
+        return self._sigma_buffers[self.front]
+
+    def refresh(self, floating[:, ::1] item_factors):
+        """Re-sort every factor's labels and recompute sigma from ``item_factors``."""
+        if item_factors.shape[0] != self.n_labels or item_factors.shape[1] != self.n_factors:
+            raise ValueError(f"item_factors has shape ({item_factors.shape[0]}, "
+                             f"{item_factors.shape[1]}), expected ({self.n_labels}, "
+                             f"{self.n_factors})")
+        with nogil:
+            self._rebuild(&item_factors[0, 0], self.num_threads)
+
+    cdef inline const AdaptiveView* view(self) noexcept nogil:
+        return &self.views[vse_atomic_load(&self.front)]
+
+    cdef void _rebuild(self, const floating* item_factors, int num_threads) noexcept nogil:
+        """Rebuild the back buffer from ``item_factors`` and publish it as the front."""
+        cdef int32_t n = self.n_labels, k = self.n_factors, a, f
+        cdef int back = 1 - self.front, tid
+        cdef double x, mean
+        cdef double* shift_sum = &self._moments[0, 0]
+        cdef double* shift_squares = &self._moments[1, 0]
+        # one row-major pass: keys[f, a] and the column sums; values are shifted by the first
+        # label's value so the sum of squares does not cancel when a column's mean is large
+        for f in range(k):
+            shift_sum[f] = 0
+            shift_squares[f] = 0
+        for a in range(n):
+            for f in range(k):
+                x = item_factors[<int64_t> a * k + f]
+                self._keys[f, a] = _descending_key(<float> x)
+                x = x - item_factors[f]
+                shift_sum[f] += x
+                shift_squares[f] += x * x
+        for f in range(k):
+            mean = shift_sum[f] / n
+            self._sigma[back, f] = sqrt(max(shift_squares[f] / n - mean * mean, 0.0))
+        if num_threads > 1:
+            with parallel(num_threads=num_threads):
+                tid = threadid()
+                for f in prange(k, schedule="dynamic"):
+                    self._sort_factor(f, back, tid)
+        else:
+            for f in range(k):
+                self._sort_factor(f, back, 0)
+        vse_atomic_store(&self.front, back)
+
+    cdef inline void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
+        cdef uint32_t* keys = &self._key_scratch[scratch, 0]
+        _radix_argsort(&self._keys[f, 0], keys, &self._sorted[buffer, f, 0],
+                       &self._order_scratch[scratch, 0], keys + self.n_labels, self.n_labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
+# ---------------------------------------------------------------------------------------------
+
+# Pairs a thread takes at a time; refreshes and Ctrl-C checks happen between chunks.
+cdef enum:
+    CHUNK = 256
+    SIGNAL_CHECK_CHUNKS = 256      # the main thread checks for Ctrl-C every 65,536 pairs
+    COUNTER_STRIDE = 8             # int64 counters per thread: one cache line each
+
+cdef enum:
+    SKIPPED = 0
+    VIOLATIONS = 1
+    UPDATES = 2
+    DRAWS = 3
+    SEEN = 4
+
+
+def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
+                const int64_t[::1] indptr, const int32_t[::1] indices,
+                const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
+                int loss, int sampler, AdaptiveSampler adaptive,
+                double learning_rate, double regularization, double margin,
+                int max_sampled, bint verify_negative_samples,
+                const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
+                int64_t refresh_interval, int num_threads):
+    """Train on every (image, label) pair given, in the order given; Hogwild across threads.
+
+    Threads take chunks of pairs dynamically and update the shared factors without locks. With
+    the adaptive sampler the sampler state is refreshed at the start and then every
+    ``refresh_interval`` pairs (one draw each, redraws of positives aside) by whichever thread
+    reaches that point, without stopping the others. Ctrl-C is noticed within a few
+    milliseconds and raises KeyboardInterrupt.
+
+    Returns a dict of counters: pairs, skipped (no negative found), violations (pairs whose
+    sampled negative violated the margin), updates, draws, refreshes, refresh_seconds,
+    threads_used.
+    """
+    cdef int32_t n_labels = item_factors.shape[0], k = item_factors.shape[1]
+    cdef int64_t n_pairs = pair_users.shape[0]
+    cdef int64_t n_chunks = (n_pairs + CHUNK - 1) // CHUNK
+    cdef int64_t chunk, j, pair_draws, tried, done
+    cdef double started
+    # shared between threads, so only ever touched through pointers (an assignment inside prange
+    # would make Cython give each thread a private copy)
+    cdef long long[::1] progress = np.array([0, refresh_interval, 0], dtype=np.longlong)
+    cdef long long* pairs_done = &progress[0]
+    cdef long long* next_refresh = &progress[1]
+    cdef long long* refreshes = &progress[2]
+    cdef double[::1] refresh_clock = np.zeros(1)
+    cdef double* refresh_seconds = &refresh_clock[0]
+    cdef floating lr = learning_rate, reg = regularization, m = margin
+    cdef floating positive_score, negative_score, scale, weight
+    cdef floating* user
+    cdef int32_t image, positive, negative, rank
+    cdef Positives positives
+    cdef uint64_t* rng
+    cdef int64_t* counts
+    cdef const AdaptiveView* view = NULL
+    cdef int tid, interrupted = 0
+    cdef bint adaptive_sampling = sampler == ADAPTIVE
+    cdef int64_t[:, ::1] counters = np.zeros((max(1, num_threads), COUNTER_STRIDE), dtype=np.int64)
+
+    if adaptive_sampling:
+        if adaptive is None:
+            raise ValueError("the adaptive sampler needs its AdaptiveSampler state")
+        if adaptive.n_labels != n_labels or adaptive.n_factors != k:
+            raise ValueError("the AdaptiveSampler does not match item_factors' shape")
+    if rng_states.shape[0] < num_threads or counters.shape[0] < num_threads:
+        raise ValueError("need one RNG state per thread")
+    if refresh_interval < 1:
+        raise ValueError("refresh_interval must be >= 1")
+
+    with nogil:
+        if adaptive_sampling:
+            started = openmp.omp_get_wtime()
+            adaptive._rebuild(&item_factors[0, 0], num_threads)
+            refresh_seconds[0] += openmp.omp_get_wtime() - started
+            refreshes[0] += 1
+        with parallel(num_threads=num_threads):
+            tid = threadid()
+            rng = &rng_states[tid, 0]
+            counts = &counters[tid, 0]
+            counts[SEEN] = 1
+            for chunk in prange(n_chunks, schedule="dynamic"):
+                if vse_atomic_load(&interrupted):
+                    continue
+                if adaptive_sampling:
+                    view = adaptive.view()
+                for j in range(chunk * CHUNK, min(chunk * CHUNK + CHUNK, n_pairs)):
+                    image = pair_users[j]
+                    positive = pair_labels[j]
+                    user = &user_factors[image, 0]
+                    positives.labels = &indices[0] + indptr[image]
+                    positives.count = indptr[image + 1] - indptr[image]
+                    positive_score = _dot(user, &item_factors[positive, 0], k)
+                    pair_draws = 0
+                    tried = 0  # assigned here so that each thread has its own copy
+                    weight = 1
+                    if loss == WARP:
+                        negative = _warp_search(user, positive_score, &item_factors[0, 0], k,
+                                                positives, n_labels, m, max_sampled,
+                                                verify_negative_samples, rng, &pair_draws, &tried)
+                        if negative >= 0:
+                            rank = <int32_t> ((n_labels - 1) / tried)
+                            weight = <floating> warp_weights[max(rank, 1)]
+                    else:
+                        negative = _sample_negative(user, positives, sampler, view, n_labels,
+                                                    verify_negative_samples, rng, &pair_draws)
+                    counts[DRAWS] += pair_draws
+                    if negative < 0 or negative == positive:  # (== only without verification)
+                        counts[SKIPPED] += 1
+                        continue
+                    negative_score = _dot(user, &item_factors[negative, 0], k)
+                    if m - positive_score + negative_score > 0:
+                        counts[VIOLATIONS] += 1
+                    scale = _loss_scale(loss, positive_score, negative_score, m, weight)
+                    if scale != 0:
+                        counts[UPDATES] += 1
+                        _pair_step(user, &item_factors[positive, 0], &item_factors[negative, 0],
+                                   k, scale, lr, reg)
+
+                if adaptive_sampling:
+                    done = vse_atomic_add(pairs_done, min(CHUNK, n_pairs - chunk * CHUNK))
+                    if done >= vse_atomic_load_ll(next_refresh) and vse_try_lock(&adaptive.refreshing):
+                        if done >= next_refresh[0]:  # re-check: another thread may have just refreshed
+                            started = openmp.omp_get_wtime()
+                            adaptive._rebuild(&item_factors[0, 0], 1)
+                            refresh_seconds[0] += openmp.omp_get_wtime() - started
+                            refreshes[0] += 1
+                            next_refresh[0] = done + refresh_interval
+                        vse_atomic_store(&adaptive.refreshing, 0)
+                if tid == 0 and chunk % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
+                    vse_atomic_store(&interrupted, 1)
+    if interrupted:
+        _raise_pending()
+
+    totals = np.asarray(counters).sum(axis=0)
+    return {
+        "pairs": n_pairs,
+        "skipped": int(totals[SKIPPED]),
+        "violations": int(totals[VIOLATIONS]),
+        "updates": int(totals[UPDATES]),
+        "draws": int(totals[DRAWS]),
+        "refreshes": int(progress[2]),
+        "refresh_seconds": float(refresh_clock[0]),
+        "threads_used": int(np.count_nonzero(np.asarray(counters)[:, SEEN])),
+    }
+
+
+def warp_rank_weights(int32_t n_labels):
+    """L(rank) = sum_{j=1..rank} 1/j for rank 0..n_labels-1 (index = estimated rank)."""
+    weights = np.zeros(max(n_labels, 2), dtype=np.float64)
+    weights[1:] = np.cumsum(1.0 / np.arange(1, weights.shape[0]))
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-only wrappers (with the GIL; training never uses them)
+# ---------------------------------------------------------------------------------------------
+
+cdef inline Positives _as_positives(const int32_t[::1] labels):
+    cdef Positives positives
+    positives.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    positives.count = labels.shape[0]
+    return positives
+
+
+def draw_ranks(int32_t n_labels, double rank_decay, Py_ssize_t size, uint64_t[:, ::1] rng_state):
+    """``size`` 1-based ranks from the truncated exp(-r / rank_decay) distribution on 1..n."""
+    if not (0 < rank_decay < float("inf")) or n_labels < 1:
+        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
+    out = np.empty(size, dtype=np.int64)
+    cdef int64_t[::1] ranks = out
+    cdef double norm = _rank_norm(n_labels, rank_decay)
+    cdef Py_ssize_t t
+    for t in range(size):
+        ranks[t] = _draw_rank(&rng_state[0, 0], n_labels, rank_decay, norm) + 1
+    return out
+
+
+def draw_factors(floating[::1] user, const double[::1] sigma, Py_ssize_t size,
+                 uint64_t[:, ::1] rng_state):
+    """``size`` factor draws with P(f) proportional to |user_f| * sigma_f (-1: all weights 0)."""
+    if user.shape[0] != sigma.shape[0]:
+        raise ValueError("user and sigma must have the same length")
+    out = np.empty(size, dtype=np.int32)
+    cdef int32_t[::1] factors = out
+    cdef Py_ssize_t t
+    for t in range(size):
+        factors[t] = _draw_factor(&user[0], &sigma[0], user.shape[0], &rng_state[0, 0])
+    return out
+
+
+def draw_negatives(floating[::1] user, AdaptiveSampler adaptive, const int32_t[::1] positives,
+                   int sampler, Py_ssize_t size, uint64_t[:, ::1] rng_state, bint verify=True):
+    """``size`` negatives for one image vector, as training draws them (-1: no negative).
+
+    ``adaptive`` must have been refreshed; for the uniform sampler only its n_labels is used.
+    Also returns the number of draws made (rejected positives included).
+    """
+    if sampler == ADAPTIVE and user.shape[0] != adaptive.n_factors:
+        raise ValueError("user vector length must equal the sampler's n_factors")
+    out = np.empty(size, dtype=np.int32)
+    cdef int32_t[::1] labels = out
+    cdef Positives pos = _as_positives(positives)
+    cdef int64_t draws = 0
+    cdef Py_ssize_t t
+    for t in range(size):
+        labels[t] = _sample_negative(&user[0], pos, sampler, adaptive.view(), adaptive.n_labels,
+                                     verify, &rng_state[0, 0], &draws)
+    return out, draws
+
+
+def pair_update(floating[::1] user, floating[::1] pos, floating[::1] neg, int loss,
+                double learning_rate, double regularization, double margin,
+                double rank_weight=1.0):
+    """One training step on (user, positive, negative) in place; returns the scale used."""
+    cdef int32_t k = user.shape[0]
+    if pos.shape[0] != k or neg.shape[0] != k:
+        raise ValueError("vectors must have the same length")
+    cdef floating s_pos = _dot(&user[0], &pos[0], k)
+    cdef floating s_neg = _dot(&user[0], &neg[0], k)
+    cdef floating scale = _loss_scale(loss, s_pos, s_neg, <floating> margin, <floating> rank_weight)
+    if scale != 0 and &pos[0] != &neg[0]:
+        _pair_step(&user[0], &pos[0], &neg[0], k, scale, <floating> learning_rate,
+                   <floating> regularization)
+    return float(scale)
+
+
+def draw_ranks_parallel(int32_t n_labels, double rank_decay, Py_ssize_t size_per_thread,
+                        uint64_t[:, ::1] rng_states, int num_threads):
+    """Rank draws made inside an OpenMP team, each thread from its own RNG state.
+
+    Returns a (num_threads, size_per_thread) array: row t holds thread t's 1-based ranks.
+    """
+    if not (0 < rank_decay < float("inf")) or n_labels < 1:
+        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
+    if rng_states.shape[0] < num_threads:
+        raise ValueError("need one RNG state per thread")
+    out = np.zeros((num_threads, size_per_thread), dtype=np.int64)
+    cdef int64_t[:, ::1] ranks = out
+    cdef double norm = _rank_norm(n_labels, rank_decay)
+    cdef int t
+    cdef Py_ssize_t i
+    with nogil, parallel(num_threads=num_threads):
+        for t in prange(num_threads, schedule="static", chunksize=1):
+            for i in range(size_per_thread):
+                ranks[t, i] = _draw_rank(&rng_states[t, 0], n_labels, rank_decay, norm) + 1
+    return out
