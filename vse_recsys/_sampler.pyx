@@ -90,6 +90,7 @@ cdef extern from "_vector.h" nogil:
                     float reg) noexcept
     void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
                     double reg) noexcept
+    void vse_prefetch(const void* p, long bytes) noexcept
     int vse_draw_factor_f(const float* user, const double* sigma, int n, double u01) noexcept
     int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
 
@@ -170,27 +171,34 @@ cdef inline int32_t _draw_adaptive(const floating* user, const AdaptiveView* vie
     return by_value[view.n_labels - 1 - rank]      # rank-th smallest v_{., f}
 
 
+cdef inline int32_t _draw_label(const floating* user, int sampler, const AdaptiveView* view,
+                                int32_t n_labels, uint64_t* rng) noexcept nogil:
+    """One draw of the sampler, before any check against the image's positives."""
+    if sampler == ADAPTIVE:
+        return _draw_adaptive(user, view, rng)
+    return <int32_t> rng_below(rng, n_labels)
+
+
 cdef inline int32_t _sample_negative(const floating* user, Positives positives, int sampler,
                                      const AdaptiveView* view, int32_t n_labels, bint verify,
-                                     uint64_t* rng, int64_t* draws) noexcept nogil:
+                                     uint64_t* rng, int64_t* draws,
+                                     int32_t candidate) noexcept nogil:
     """A negative label for the image, or -1 if the image has every label.
 
-    Rejection: a draw that hits a positive is redrawn. After MAX_REJECTIONS such draws the
-    sampler falls back to a uniformly drawn negative, so an image with nearly every label still
-    costs O(#positives) and never loops.
+    ``candidate`` is a first draw made earlier by the caller (-1: none). Rejection: a draw that
+    hits a positive of the image is redrawn. After MAX_REJECTIONS such draws the sampler falls
+    back to a uniformly drawn negative, so an image with nearly every label still costs
+    O(#positives) and never loops.
     """
-    cdef int32_t label
     cdef int attempt
     if positives.count >= n_labels:
         return -1
     for attempt in range(MAX_REJECTIONS):
+        if attempt > 0 or candidate < 0:
+            candidate = _draw_label(user, sampler, view, n_labels, rng)
         draws[0] += 1
-        if sampler == ADAPTIVE:
-            label = _draw_adaptive(user, view, rng)
-        else:
-            label = <int32_t> rng_below(rng, n_labels)
-        if not verify or not _is_positive(positives, label):
-            return label
+        if not verify or not _is_positive(positives, candidate):
+            return candidate
     draws[0] += 1
     return _nth_negative(positives, <int32_t> rng_below(rng, <uint32_t> (n_labels - positives.count)))
 
@@ -465,6 +473,7 @@ cdef class AdaptiveSampler:
 # Pairs a thread takes at a time; refreshes and Ctrl-C checks happen between chunks.
 cdef enum:
     CHUNK = 256
+    PREFETCH_AHEAD = 4             # pairs: the rows of pair j + 4 are fetched while j trains
     SIGNAL_CHECK_CHUNKS = 256      # the main thread checks for Ctrl-C every 65,536 pairs
     COUNTER_STRIDE = 8             # int64 counters per thread: one cache line each
 
@@ -512,7 +521,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef floating lr = learning_rate, reg = regularization, m = margin
     cdef floating positive_score, negative_score, scale, weight
     cdef floating* user
-    cdef int32_t image, positive, negative, rank
+    cdef int32_t image, positive, negative, rank, ahead, candidate, pending
+    cdef long row_bytes = k * sizeof(floating)
     cdef Positives positives
     cdef uint64_t* rng
     cdef int64_t* counts
@@ -547,12 +557,28 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                     continue
                 if adaptive_sampling:
                     view = adaptive.view()
+                pending = -1
                 for j in range(chunk * CHUNK, min(chunk * CHUNK + CHUNK, n_pairs)):
+                    if j + PREFETCH_AHEAD < n_pairs:
+                        ahead = pair_users[j + PREFETCH_AHEAD]
+                        vse_prefetch(&user_factors[ahead, 0], row_bytes)
+                        vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
+                        vse_prefetch(&indptr[ahead], 16)
+                    if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
+                        vse_prefetch(&indices[0] + indptr[pair_users[j + 1]], 64)
                     image = pair_users[j]
                     positive = pair_labels[j]
                     user = &user_factors[image, 0]
                     positives.labels = &indices[0] + indptr[image]
                     positives.count = indptr[image + 1] - indptr[image]
+                    # Draw the next pair's first candidate now: the lookups it misses in cache
+                    # then overlap this pair's arithmetic instead of stalling the next pair.
+                    candidate = pending
+                    pending = -1
+                    if loss != WARP and j + 1 < min(chunk * CHUNK + CHUNK, n_pairs):
+                        pending = _draw_label(&user_factors[pair_users[j + 1], 0], sampler, view,
+                                              n_labels, rng)
+                        vse_prefetch(&item_factors[pending, 0], row_bytes)
                     positive_score = _dot(user, &item_factors[positive, 0], k)
                     pair_draws = 0
                     tried = 0  # assigned here so that each thread has its own copy
@@ -566,7 +592,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                             weight = <floating> warp_weights[max(rank, 1)]
                     else:
                         negative = _sample_negative(user, positives, sampler, view, n_labels,
-                                                    verify_negative_samples, rng, &pair_draws)
+                                                    verify_negative_samples, rng, &pair_draws,
+                                                    candidate)
                     counts[DRAWS] += pair_draws
                     if negative < 0 or negative == positive:  # (== only without verification)
                         counts[SKIPPED] += 1
@@ -668,7 +695,7 @@ def draw_negatives(floating[::1] user, AdaptiveSampler adaptive, const int32_t[:
     cdef Py_ssize_t t
     for t in range(size):
         labels[t] = _sample_negative(&user[0], pos, sampler, adaptive.view(), adaptive.n_labels,
-                                     verify, &rng_state[0, 0], &draws)
+                                     verify, &rng_state[0, 0], &draws, -1)
     return out, draws
 
 

@@ -1,0 +1,133 @@
+"""The compiled kernels against NumPy references, and the build's no-GIL guarantee."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from vse_recsys import _sampler
+
+SOURCE = Path(__file__).resolve().parent.parent / "vse_recsys" / "_sampler.pyx"
+LOSSES = {"hinge": _sampler.Loss.HINGE, "warp": _sampler.Loss.WARP, "bpr": _sampler.Loss.BPR}
+
+
+def reference_step(user, pos, neg, loss, lr, reg, margin, rank_weight):
+    """ALGORITHM.md's update, written out in NumPy (float64)."""
+    u, p, q = (np.asarray(v, dtype=np.float64) for v in (user, pos, neg))
+    s_pos, s_neg = u @ p, u @ q
+    if loss == "bpr":
+        scale = 1 / (1 + np.exp(s_pos - s_neg))
+    elif margin - s_pos + s_neg > 0:
+        scale = rank_weight if loss == "warp" else 1.0
+    else:
+        return u, p, q, 0.0
+    return (
+        u + lr * (scale * (p - q) - reg * u),
+        p + lr * (scale * u - reg * p),
+        q + lr * (-scale * u - reg * q),
+        scale,
+    )
+
+
+vectors = st.integers(1, 70).flatmap(
+    lambda k: st.tuples(
+        *[arrays(np.float64, k, elements=st.floats(-2, 2, allow_subnormal=False))] * 3
+    )
+)
+
+
+@given(
+    vectors=vectors,
+    loss=st.sampled_from(sorted(LOSSES)),
+    lr=st.floats(1e-4, 0.5),
+    reg=st.floats(0, 0.1),
+    margin=st.sampled_from([0.0, 0.5, 1.0]),
+    rank_weight=st.floats(1, 10),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_pair_update_matches_the_numpy_reference(vectors, loss, lr, reg, margin, rank_weight,
+                                                 dtype):
+    user, pos, neg = (np.ascontiguousarray(v, dtype=dtype) for v in vectors)
+    expected = reference_step(user, pos, neg, loss, lr, reg, margin, rank_weight)
+    # the kernel decides "violated" in the model's precision; skip knife-edge cases
+    violation = margin - float(user.astype(np.float64) @ pos) + float(user.astype(np.float64) @ neg)
+    if loss != "bpr" and abs(violation) < 1e-3:
+        return
+    scale = _sampler.pair_update(user, pos, neg, LOSSES[loss], lr, reg, margin, rank_weight)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(scale, expected[3], **tolerance)
+    for got, want in zip((user, pos, neg), expected[:3]):
+        np.testing.assert_allclose(got, want, **tolerance)
+
+
+def test_hinge_update_only_when_the_margin_is_violated():
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    pos = np.array([2.0, 0.0], dtype=np.float32)  # s_pos = 2
+    neg = np.array([0.5, 0.0], dtype=np.float32)  # s_neg = 0.5: 1 - 2 + 0.5 < 0
+    before = [v.copy() for v in (user, pos, neg)]
+    assert _sampler.pair_update(user, pos, neg, _sampler.Loss.HINGE, 0.1, 0.01, 1.0) == 0
+    for got, want in zip((user, pos, neg), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_warp_rank_weights_are_harmonic_numbers():
+    weights = _sampler.warp_rank_weights(5)
+    np.testing.assert_allclose(weights, [0, 1, 1.5, 1.5 + 1 / 3, 1.5 + 1 / 3 + 0.25])
+
+
+@pytest.mark.parametrize("n_labels", [1, 2, 7, 2049, 5000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_refresh_sorts_each_factor_and_measures_its_spread(n_labels, threads):
+    rng = np.random.default_rng(n_labels)
+    factors = rng.normal(size=(n_labels, 5)).astype(np.float32)
+    factors[: n_labels // 3, 0] = 0.25  # ties
+    factors[1:2, 1] = -0.0
+    sampler = _sampler.AdaptiveSampler(n_labels, 5, 10.0, threads)
+    sampler.refresh(factors)
+    for f in range(5):
+        order = sampler.sorted_labels[f]
+        assert sorted(order) == list(range(n_labels))
+        values = factors[order, f]
+        assert np.all(values[:-1] >= values[1:]), f"factor {f} not descending"
+    np.testing.assert_allclose(sampler.sigma, factors.astype(np.float64).std(axis=0), rtol=1e-6,
+                               atol=1e-9)
+    factors *= -1  # the next refresh must see the change
+    sampler.refresh(factors)
+    values = factors[sampler.sorted_labels[2], 2]
+    assert np.all(values[:-1] >= values[1:])
+
+
+def test_kernels_compile_without_performance_hints(tmp_path):
+    """Cython reports a 'performance hint' when a nogil helper lacks noexcept (it would take
+    the GIL to check for exceptions on every call) and for similar slow paths. The kernels are
+    compiled here with the build's directives and must produce none."""
+    if shutil.which("cython") is None and not _has_cython():
+        pytest.fail("Cython is a test dependency: install the 'test' extra")
+    source_dir = tmp_path / "src"
+    shutil.copytree(SOURCE.parent, source_dir, ignore=shutil.ignore_patterns("*.so", "*.c"))
+    result = subprocess.run(
+        [sys.executable, "-m", "cython", "-3", "-X", "boundscheck=False", "-X",
+         "wraparound=False", "-X", "cdivision=True", "-X", "initializedcheck=False",
+         str(source_dir / "_sampler.pyx"), "-o", str(tmp_path / "out.c")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    hints = [line for line in result.stderr.splitlines()
+             if re.search(r"performance hint|warning", line, re.IGNORECASE)]
+    assert hints == []
+
+
+def _has_cython():
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,253 @@
+"""VSEEns behaviour: determinism, threads, re-fitting, parameters and bad input."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from vse_recsys import VSEEns
+from vse_recsys.model import DivergenceError
+
+
+def random_labels(n_images=300, n_labels=60, per_image=4, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_images), per_image)
+    popularity = 1 / np.arange(1, n_labels + 1)
+    cols = rng.choice(n_labels, size=rows.size, p=popularity / popularity.sum())
+    matrix = scipy.sparse.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_images, n_labels)
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1
+    return matrix
+
+
+def quick_model(**params):
+    settings = dict(factors=8, iterations=3, num_threads=1, random_state=0)
+    settings.update(params)
+    return VSEEns(**settings)
+
+
+CONFIGS = [
+    dict(loss="hinge", sampler="adaptive"),
+    dict(loss="hinge", sampler="uniform"),
+    dict(loss="warp", sampler="uniform"),
+    dict(loss="bpr", sampler="adaptive"),
+    dict(loss="bpr", sampler="uniform"),
+]
+
+
+# -- determinism and threads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['loss']}-{c['sampler']}")
+def test_one_thread_fits_are_bit_identical(config):
+    user_items = random_labels()
+    first = quick_model(**config).fit(user_items, show_progress=False)
+    second = quick_model(**config).fit(user_items, show_progress=False)
+    np.testing.assert_array_equal(first.user_factors, second.user_factors)
+    np.testing.assert_array_equal(first.item_factors, second.item_factors)
+    other_seed = quick_model(random_state=1, **config).fit(user_items, show_progress=False)
+    assert not np.array_equal(first.item_factors, other_seed.item_factors)
+
+
+@pytest.mark.parametrize(
+    "random_state",
+    [None, 3, np.int64(3), np.random.default_rng(3), np.random.RandomState(3)],
+    ids=["None", "int", "np.int64", "Generator", "RandomState"],
+)
+def test_every_kind_of_random_state_works(random_state):
+    model = quick_model(random_state=random_state).fit(random_labels(), show_progress=False)
+    assert np.isfinite(model.item_factors).all()
+
+
+def test_two_threads_really_run_in_parallel():
+    model = quick_model(num_threads=2, iterations=2).fit(
+        random_labels(n_images=5000), show_progress=False
+    )
+    assert all(epoch["threads_used"] == 2 for epoch in model.fit_history)
+    assert np.isfinite(model.user_factors).all()
+
+
+def test_num_threads_zero_uses_the_cores_this_process_may_run_on():
+    model = quick_model(num_threads=0, iterations=1).fit(random_labels(), show_progress=False)
+    assert model.fit_history[0]["threads_used"] <= len(os.sched_getaffinity(0))
+    assert model._threads() == len(os.sched_getaffinity(0))
+
+
+# -- training schedule ------------------------------------------------------------------------
+
+
+def test_refit_continues_from_the_fitted_factors():
+    user_items = random_labels()
+    model = quick_model().fit(user_items, show_progress=False)
+    fitted = model.item_factors.copy()
+    model.iterations = 0
+    model.fit(user_items, show_progress=False)
+    np.testing.assert_array_equal(model.item_factors, fitted)  # not re-initialised
+    model.iterations = 1
+    model.fit(user_items, show_progress=False)
+    assert not np.array_equal(model.item_factors, fitted)
+    with pytest.raises(ValueError, match="same shape"):
+        model.fit(random_labels(n_labels=61), show_progress=False)
+
+
+def test_epoch_statistics_and_callback():
+    user_items = random_labels()
+    seen = []
+    model = quick_model(iterations=2).fit(
+        user_items, show_progress=False, callback=lambda *args: seen.append(args)
+    )
+    assert [epoch for epoch, _, _ in seen] == [0, 1]
+    stats = seen[-1][2]
+    assert stats["pairs"] == user_items.nnz
+    assert stats["draws"] >= stats["pairs"] - stats["skipped"]
+    assert 0 <= stats["violation_rate"] <= 1 and stats["skip_rate"] == 0
+    # default refresh interval: n_labels * ln(n_labels) pairs, plus one refresh at the start
+    interval = np.ceil(60 * np.log(60))
+    assert stats["refreshes"] == pytest.approx(1 + user_items.nnz // interval, abs=1)
+    assert model.fit_history[-1] is stats
+
+
+def test_progress_bar_shows_training_health(capsys):
+    quick_model(iterations=1).fit(random_labels(), show_progress=True)
+    err = capsys.readouterr().err
+    assert "violated=" in err and "skipped=" in err
+
+
+def test_images_without_labels_keep_valid_factors():
+    user_items = random_labels().tolil()
+    user_items[5, :] = 0
+    user_items = user_items.tocsr()
+    user_items.eliminate_zeros()
+    model = quick_model().fit(user_items, show_progress=False)
+    assert np.isfinite(model.user_factors[5]).all()
+    ids, scores = model.recommend(5, user_items[5], N=3)
+    assert len(ids) == 3 and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['loss']}-{c['sampler']}")
+def test_an_image_with_every_label_is_skipped_not_looped(config):
+    user_items = random_labels().tolil()
+    user_items[0, :] = 1
+    user_items[1, 1:] = 1  # every label but one
+    model = quick_model(**config).fit(user_items.tocsr(), show_progress=False)
+    assert model.fit_history[-1]["skipped"] >= 60  # image 0's pairs have no negative
+    assert np.isfinite(model.user_factors).all()
+
+
+def test_without_verification_training_still_works():
+    model = quick_model(verify_negative_samples=False).fit(random_labels(), show_progress=False)
+    assert np.isfinite(model.item_factors).all()
+
+
+def test_divergence_raises_and_keeps_finite_factors():
+    model = quick_model(loss="hinge", sampler="uniform", learning_rate=1e30, iterations=5)
+    with pytest.raises(DivergenceError, match=r"epoch \d+ .*lower learning_rate"):
+        model.fit(random_labels(), show_progress=False)
+    assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(loss="softmax"), "loss must be one of"),
+        (dict(sampler="sorted"), "sampler must be one of"),
+        (dict(loss="warp", sampler="adaptive"), "WARP estimates a positive's rank"),
+        (dict(factors=0), "factors must be >= 1"),
+        (dict(factors=2.5), "factors must be an integer"),
+        (dict(learning_rate=0), "learning_rate must be > 0"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (dict(rank_decay=-1), "rank_decay must be > 0"),
+        (dict(refresh_interval=0), "refresh_interval must be >= 1"),
+        (dict(num_threads=-1), "num_threads must be >= 0"),
+        (dict(dtype=np.int32), "dtype must be float32 or float64"),
+    ],
+)
+def test_bad_parameters_are_explained(params, message):
+    with pytest.raises(ValueError, match=message):
+        quick_model(**params).fit(random_labels(), show_progress=False)
+
+
+def test_every_constructor_argument_has_a_default():
+    model = VSEEns()
+    assert model.loss == "hinge" and model.sampler == "adaptive"
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def _fit(user_items):
+    return quick_model(iterations=1).fit(user_items, show_progress=False)
+
+
+@pytest.mark.parametrize(
+    "user_items, message",
+    [
+        (np.ones((3, 3)), "must be a scipy.sparse CSR matrix"),
+        (scipy.sparse.csr_matrix(np.array([[1.0, -1.0]])), "negative values"),
+        (scipy.sparse.csr_matrix(np.array([[1.0, np.nan]])), "NaN or infinite"),
+        (scipy.sparse.csr_matrix(np.array([[1.0, np.inf]])), "NaN or infinite"),
+        (scipy.sparse.csr_matrix((4, 5)), "no positive entries"),
+        (scipy.sparse.csr_matrix((4, 0)), "at least one image and one label"),
+        (scipy.sparse.csr_matrix((0, 4)), "at least one image and one label"),
+        (scipy.sparse.csr_matrix(np.array([[1 + 1j]])), "must hold numbers"),
+    ],
+    ids=["dense", "negative", "nan", "inf", "empty", "no-labels", "no-images", "complex"],
+)
+def test_bad_training_matrices_are_explained(user_items, message):
+    with pytest.raises(ValueError, match=message):
+        _fit(user_items)
+
+
+def test_other_sparse_formats_are_converted_with_a_warning():
+    user_items = random_labels()
+    with pytest.warns(UserWarning, match="COO matrix; converting it to CSR"):
+        model = _fit(user_items.tocoo())
+    np.testing.assert_array_equal(model.item_factors, _fit(user_items).item_factors)
+
+
+def test_csr_array_is_accepted_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(scipy.sparse.csr_array(random_labels()))
+
+
+def test_duplicates_and_explicit_zeros_are_reported_not_silently_dropped():
+    user_items = scipy.sparse.csr_matrix(
+        (np.array([1.0, 1.0, 0.0, 1.0]), np.array([0, 0, 1, 2]), np.array([0, 3, 4])),
+        shape=(2, 3),
+    )
+    original = user_items.copy()
+    with pytest.warns(UserWarning) as record:
+        _fit(user_items)
+    messages = " ".join(str(w.message) for w in record)
+    assert "1 duplicate" in messages and "1 explicitly stored zeros" in messages
+    assert (user_items != original).nnz == 0 and user_items.nnz == 4  # input untouched
+
+
+def test_recommend_rejects_bad_calls_with_clear_errors():
+    user_items = random_labels()
+    unfitted = VSEEns()
+    with pytest.raises(ValueError, match="not fitted"):
+        unfitted.recommend(0, user_items[0])
+    model = _fit(user_items)
+    with pytest.raises(IndexError, match="userid 300 is out of range: the model has 300 images"):
+        model.recommend(300, user_items[0])
+    with pytest.raises(IndexError, match="userid -1 is out of range"):
+        model.recommend(np.array([0, -1]), user_items[:2])
+    with pytest.raises(ValueError, match="61 columns but the model knows 60 labels"):
+        model.recommend(0, scipy.sparse.csr_matrix((1, 61)))
+    with pytest.raises(ValueError, match="1 row for every user"):
+        model.recommend(np.arange(3), user_items[:2])
+    with pytest.raises(IndexError, match="filter_items 60 is out of range"):
+        model.recommend(0, user_items[0], filter_items=[60])
+    with pytest.raises(ValueError, match="integer ids"):
+        model.recommend(0.5, user_items[0])
+    with pytest.raises(IndexError, match="itemid 99 is out of range"):
+        model.similar_items(99)
