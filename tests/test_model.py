@@ -251,3 +251,40 @@ def test_recommend_rejects_bad_calls_with_clear_errors():
         model.recommend(0.5, user_items[0])
     with pytest.raises(IndexError, match="itemid 99 is out of range"):
         model.similar_items(99)
+
+
+# -- folding in new images ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['loss']}-{c['sampler']}")
+def test_a_folded_in_image_gets_its_withheld_label(config):
+    from contract import N, checkerboard
+
+    user_items = checkerboard()
+    model = VSEEns(factors=2, iterations=100, learning_rate=0.05 if config["loss"] != "warp"
+                   else 0.01, regularization=0.03, rank_decay=1.0, num_threads=1,
+                   random_state=7, **config).fit(user_items, show_progress=False)
+    # a brand-new image (id N, beyond the model) with image 4's labels: fold it in
+    ids, _ = model.recommend(N, user_items[4], N=1, recalculate_user=True)
+    assert ids[0] == 4
+    again, _ = model.recommend(N, user_items[4], N=1, recalculate_user=True)
+    np.testing.assert_array_equal(ids, again)  # seeded: same input, same answer
+    batch, _ = model.recommend(np.arange(N), user_items, N=1, recalculate_user=True)
+    assert (batch[:, 0] == np.arange(N)).mean() >= 0.9
+
+
+def test_partial_fit_users_updates_and_grows_the_model():
+    from contract import N, checkerboard
+
+    user_items = checkerboard()
+    model = VSEEns(factors=2, iterations=100, regularization=0.03, rank_decay=1.0,
+                   num_threads=1, random_state=7).fit(user_items, show_progress=False)
+    model.partial_fit_users([N + 2, 3], user_items[[6, 3]])
+    assert model.user_factors.shape == (N + 3, 2)
+    np.testing.assert_array_equal(model.user_factors[N], 0)  # the gap gets zero vectors
+    ids, _ = model.recommend(N + 2, user_items[6], N=1)
+    assert ids[0] == 6
+    with pytest.raises(ValueError, match="one id per row"):
+        model.partial_fit_users([1, 2], user_items[[1]])
+    with pytest.raises(ValueError, match="columns but the model knows"):
+        model.partial_fit_users([1], scipy.sparse.csr_matrix((1, N + 1)))

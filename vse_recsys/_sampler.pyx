@@ -91,6 +91,10 @@ cdef extern from "_vector.h" nogil:
     void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
                     double reg) noexcept
     void vse_prefetch(const void* p, long bytes) noexcept
+    void vse_step_user_f(float* user, const float* pos, const float* neg, int n, float scale,
+                         float lr, float reg) noexcept
+    void vse_step_user_d(double* user, const double* pos, const double* neg, int n,
+                         double scale, double lr, double reg) noexcept
     int vse_draw_factor_f(const float* user, const double* sigma, int n, double u01) noexcept
     int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
 
@@ -237,6 +241,16 @@ cdef inline void _pair_step(floating* user, floating* pos, floating* neg, int32_
         vse_step_f(user, pos, neg, n_factors, scale, learning_rate, regularization)
     else:
         vse_step_d(user, pos, neg, n_factors, scale, learning_rate, regularization)
+
+
+cdef inline void _user_step(floating* user, const floating* pos, const floating* neg,
+                            int32_t n_factors, floating scale, floating learning_rate,
+                            floating regularization) noexcept nogil:
+    """The user part of _pair_step only: label vectors stay fixed."""
+    if floating is float:
+        vse_step_user_f(user, pos, neg, n_factors, scale, learning_rate, regularization)
+    else:
+        vse_step_user_d(user, pos, neg, n_factors, scale, learning_rate, regularization)
 
 
 cdef inline floating _loss_scale(int loss, floating positive_score, floating negative_score,
@@ -492,8 +506,12 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 double learning_rate, double regularization, double margin,
                 int max_sampled, bint verify_negative_samples,
                 const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
-                int64_t refresh_interval, int num_threads):
+                int64_t refresh_interval, int num_threads, bint update_labels=True):
     """Train on every (image, label) pair given, in the order given; Hogwild across threads.
+
+    With ``update_labels=False`` only image vectors change (folding new images into a trained
+    model): the label factors and the adaptive sampler (refreshed once, at the start) stay as
+    they are.
 
     Threads take chunks of pairs dynamically and update the shared factors without locks. With
     the adaptive sampler the sampler state is refreshed at the start and then every
@@ -604,10 +622,14 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                     scale = _loss_scale(loss, positive_score, negative_score, m, weight)
                     if scale != 0:
                         counts[UPDATES] += 1
-                        _pair_step(user, &item_factors[positive, 0], &item_factors[negative, 0],
-                                   k, scale, lr, reg)
+                        if update_labels:
+                            _pair_step(user, &item_factors[positive, 0],
+                                       &item_factors[negative, 0], k, scale, lr, reg)
+                        else:
+                            _user_step(user, &item_factors[positive, 0],
+                                       &item_factors[negative, 0], k, scale, lr, reg)
 
-                if adaptive_sampling:
+                if adaptive_sampling and update_labels:
                     done = vse_atomic_add(pairs_done, min(CHUNK, n_pairs - chunk * CHUNK))
                     if done >= vse_atomic_load_ll(next_refresh) and vse_try_lock(&adaptive.refreshing):
                         if done >= next_refresh[0]:  # re-check: another thread may have just refreshed

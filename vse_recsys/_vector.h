@@ -74,10 +74,21 @@ static inline void vse_prefetch(const void* p, long bytes) {
 #endif
 }
 
+/* The user half of VSE_STEP: labels stay fixed (folding a new image into a trained model). */
+#define VSE_STEP_USER(NAME, T)                                                  \
+    static inline void NAME(T* restrict user, const T* pos, const T* neg,      \
+                            int n, T scale, T lr, T reg) {                      \
+        _Pragma("omp simd")                                                     \
+        for (int i = 0; i < n; i++)                                             \
+            user[i] += lr * (scale * (pos[i] - neg[i]) - reg * user[i]);        \
+    }
+
 VSE_DOT(vse_dot_f, float)
 VSE_DOT(vse_dot_d, double)
 VSE_STEP(vse_step_f, float)
 VSE_STEP(vse_step_d, double)
+VSE_STEP_USER(vse_step_user_f, float)
+VSE_STEP_USER(vse_step_user_d, double)
 VSE_DRAW_FACTOR(vse_draw_factor_f, float)
 VSE_DRAW_FACTOR(vse_draw_factor_d, double)
 

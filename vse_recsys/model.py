@@ -72,6 +72,9 @@ class VSEEns(MatrixFactorizationBase):
         little faster, and a positive is sometimes used as a negative.
     init_scale : float
         Standard deviation of the normal initialisation of all factors.
+    fold_in_iterations : int
+        Passes over a new image's labels when it is folded into the fitted model
+        (``recommend(..., recalculate_user=True)``, ``partial_fit_users``).
     num_threads : int
         Threads for training and batch recommendation; 0 uses every core this process may run
         on. With one thread and a fixed ``random_state`` two fits are bit-identical; with more,
@@ -108,6 +111,7 @@ class VSEEns(MatrixFactorizationBase):
         max_sampled=100,
         verify_negative_samples=True,
         init_scale=0.01,
+        fold_in_iterations=20,
         num_threads=0,
         random_state=None,
         dtype=np.float32,
@@ -125,6 +129,7 @@ class VSEEns(MatrixFactorizationBase):
         self.max_sampled = max_sampled
         self.verify_negative_samples = verify_negative_samples
         self.init_scale = init_scale
+        self.fold_in_iterations = fold_in_iterations
         self.random_state = random_state
         self.dtype = np.dtype(dtype)
         self.fit_history = []
@@ -152,32 +157,47 @@ class VSEEns(MatrixFactorizationBase):
         DivergenceError
             When an epoch leaves non-finite factors; the model keeps the factors of the last
             finite epoch.
+        KeyboardInterrupt
+            Ctrl-C stops the kernels within milliseconds; the model keeps the factors of the
+            last completed epoch (a model that was not fitted before and completed no epoch
+            stays unfitted), and the interrupt propagates.
         """
         self._check_params()
         user_items = check_user_items(user_items)
-        n_images, n_labels = user_items.shape
         generator = resolve_random_state(self.random_state)
-        num_threads = self._threads()
-        self._init_factors(n_images, n_labels, generator)
+        was_fitted = self.user_factors is not None
+        self._init_factors(*user_items.shape, generator)
+        # the factors of the last completed epoch: restored on divergence or Ctrl-C
+        self._last_good = (self.user_factors.copy(), self.item_factors.copy())
+        self.fit_history = []
+        self._user_norms = self._item_norms = None
+        try:
+            self._run_epochs(user_items, generator, show_progress, callback)
+        except KeyboardInterrupt:
+            if was_fitted or self.fit_history:
+                self.user_factors, self.item_factors = self._last_good
+            else:  # interrupted in the first epoch of a fresh model: it stays unfitted
+                self.user_factors = self.item_factors = None
+            raise
+        finally:
+            del self._last_good
+            self._user_norms = self._item_norms = None
+        return self
 
-        loss = LOSSES[self.loss]
-        sampler = SAMPLERS[self.sampler]
+    def _run_epochs(self, user_items, generator, show_progress, callback):
+        n_images, n_labels = user_items.shape
+        num_threads = self._threads()
         adaptive = None
-        if sampler == _sampler.Sampler.ADAPTIVE:
+        if self.sampler == "adaptive":
             adaptive = _sampler.AdaptiveSampler(
                 n_labels, self.factors, self.rank_decay * n_labels, num_threads
             )
-
         indptr = user_items.indptr.astype(np.int64)
         indices = user_items.indices
         pair_images = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
         rng_states = _sampler.make_rng_states(generator, num_threads)
         warp_weights = _sampler.warp_rank_weights(n_labels)
-        # the last finite factors, restored if an epoch diverges
-        good_users, good_items = self.user_factors.copy(), self.item_factors.copy()
 
-        self.fit_history = []
-        self._user_norms = self._item_norms = None
         with tqdm(total=self.iterations, disable=not show_progress, desc="VSEEns") as progress:
             for epoch in range(self.iterations):
                 started = time.perf_counter()
@@ -189,8 +209,8 @@ class VSEEns(MatrixFactorizationBase):
                     indices,
                     pair_images[order],
                     indices[order],
-                    loss,
-                    sampler,
+                    LOSSES[self.loss],
+                    SAMPLERS[self.sampler],
                     adaptive,
                     self.learning_rate,
                     self.regularization,
@@ -203,17 +223,7 @@ class VSEEns(MatrixFactorizationBase):
                     num_threads,
                 )
                 elapsed = time.perf_counter() - started
-                if not (_all_finite(self.user_factors) and _all_finite(self.item_factors)):
-                    self.user_factors, self.item_factors = good_users, good_items
-                    raise DivergenceError(
-                        f"training diverged in epoch {epoch + 1} of {self.iterations}: the "
-                        f"factors became NaN or infinite with learning_rate="
-                        f"{self.learning_rate}. Try a lower learning_rate (e.g. "
-                        f"{self.learning_rate / 10:g}) or a higher regularization. The model "
-                        f"keeps the factors of the last finite epoch."
-                    )
-                np.copyto(good_users, self.user_factors)
-                np.copyto(good_items, self.item_factors)
+                self._keep_if_finite(epoch)
 
                 stats["epoch"] = epoch
                 stats["seconds"] = elapsed
@@ -226,7 +236,20 @@ class VSEEns(MatrixFactorizationBase):
                 )
                 if callback is not None:
                     callback(epoch, elapsed, stats)
-        return self
+
+    def _keep_if_finite(self, epoch):
+        """Remember this epoch's factors, or roll back to the last finite ones and raise."""
+        good_users, good_items = self._last_good
+        if not (_all_finite(self.user_factors) and _all_finite(self.item_factors)):
+            self.user_factors, self.item_factors = good_users, good_items
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1} of {self.iterations}: the factors "
+                f"became NaN or infinite with learning_rate={self.learning_rate}. Try a lower "
+                f"learning_rate (e.g. {self.learning_rate / 10:g}) or a higher regularization. "
+                f"The model keeps the factors of the last finite epoch."
+            )
+        np.copyto(good_users, self.user_factors)
+        np.copyto(good_items, self.item_factors)
 
     def _check_params(self):
         if self.loss not in LOSSES:
@@ -247,6 +270,7 @@ class VSEEns(MatrixFactorizationBase):
         _check_number("margin", self.margin, low=0)
         _check_number("rank_decay", self.rank_decay, low=0, strict=True)
         _check_number("init_scale", self.init_scale, low=0, strict=True)
+        _check_number("fold_in_iterations", self.fold_in_iterations, integer=True, low=1)
         _check_number("num_threads", self.num_threads, integer=True, low=0)
         if self.refresh_interval is not None:
             _check_number("refresh_interval", self.refresh_interval, integer=True, low=1)
@@ -298,7 +322,8 @@ class VSEEns(MatrixFactorizationBase):
         items=None,
     ):
         self._check_fitted()
-        _check_ids("userid", userid, self.user_factors.shape[0], "images")
+        if not recalculate_user:  # folded-in images need not be in the model
+            _check_ids("userid", userid, self.user_factors.shape[0], "images")
         if user_items is not None and scipy.sparse.issparse(user_items):
             if user_items.shape[1] != self.item_factors.shape[0]:
                 raise ValueError(
@@ -340,6 +365,110 @@ class VSEEns(MatrixFactorizationBase):
 
     similar_users.__doc__ = MatrixFactorizationBase.similar_users.__doc__
 
+    # -- folding in new images ---------------------------------------------------------------
+
+    def recalculate_user(self, userid, user_items):
+        """Image vector(s) computed from known labels alone, with the label vectors fixed.
+
+        ``recommend(userid, user_items, recalculate_user=True)`` calls this, so a new image
+        (or an image whose labels changed) gets recommendations from its rows of
+        ``user_items`` without retraining: ``fold_in_iterations`` SGD passes over its labels,
+        with this model's loss, sampler and learning rate, seeded (the same input gives the
+        same vector). ``userid`` only decides the shape of the result (scalar: one vector).
+        """
+        self._check_fitted()
+        rows = self._fold_in_rows(user_items)
+        vectors = self._fold_in(rows)
+        return vectors[0] if np.isscalar(userid) else vectors
+
+    def partial_fit_users(self, userids, user_items):
+        """Add or update images in a fitted model without retraining the labels.
+
+        As implicit's ``AlternatingLeastSquares.partial_fit_users``: row ``j`` of ``user_items``
+        holds the labels of image ``userids[j]``; that image's vector is recomputed by folding
+        in (see ``recalculate_user``). Ids beyond the model's images grow ``user_factors``;
+        images between the old end and a new id get zero vectors.
+        """
+        self._check_fitted()
+        userids = np.asarray(userids)
+        rows = self._fold_in_rows(user_items)
+        if userids.ndim != 1 or len(userids) != rows.shape[0]:
+            raise ValueError(
+                f"userids must be a 1-d list with one id per row of user_items, got "
+                f"{userids.shape} ids for {rows.shape[0]} rows"
+            )
+        _check_ids("userids", userids, np.iinfo(np.int32).max, "images at most")
+        if len(userids) and userids.max() >= self.user_factors.shape[0]:
+            grown = np.zeros((userids.max() + 1, self.factors), dtype=self.user_factors.dtype)
+            grown[: self.user_factors.shape[0]] = self.user_factors
+            self.user_factors = grown
+        self.user_factors[userids] = self._fold_in(rows)
+        self._user_norms = None
+
+    def _fold_in_rows(self, user_items):
+        if not scipy.sparse.issparse(user_items):
+            raise ValueError("user_items must be a scipy.sparse CSR matrix of known labels")
+        if user_items.shape[1] != self.item_factors.shape[0]:
+            raise ValueError(
+                f"user_items has {user_items.shape[1]} columns but the model knows "
+                f"{self.item_factors.shape[0]} labels"
+            )
+        if user_items.nnz == 0:  # nothing to fold in; zero vectors score every label 0
+            return scipy.sparse.csr_matrix(user_items.shape, dtype=np.float32)
+        return check_user_items(user_items)
+
+    def _fold_in(self, rows):
+        """Vectors for the images in ``rows`` (CSR) learned against the fixed label vectors."""
+        self._check_params()
+        n_images, n_labels = rows.shape
+        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
+        generator = np.random.default_rng(seed)
+        vectors = np.zeros((n_images, self.factors), dtype=self.item_factors.dtype)
+        if rows.nnz == 0:
+            return vectors
+        vectors[:] = generator.normal(0, self.init_scale, vectors.shape)
+        # one image's pairs are few: one thread, so a fold-in is deterministic; batches of
+        # images use every thread (rows are independent, so only order effects remain)
+        num_threads = 1 if n_images < 64 else self._threads()
+        adaptive = None
+        if self.sampler == "adaptive":
+            adaptive = _sampler.AdaptiveSampler(
+                n_labels, self.factors, self.rank_decay * n_labels, num_threads
+            )
+        indptr = rows.indptr.astype(np.int64)
+        pair_images = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
+        # every pass in one kernel call, each in a fresh order: one refresh of the sampler
+        order = np.concatenate(
+            [generator.permutation(rows.nnz) for _ in range(self.fold_in_iterations)]
+        )
+        _sampler.train_epoch(
+            vectors,
+            np.ascontiguousarray(self.item_factors),
+            indptr,
+            rows.indices,
+            pair_images[order],
+            rows.indices[order],
+            LOSSES[self.loss],
+            SAMPLERS[self.sampler],
+            adaptive,
+            self.learning_rate,
+            self.regularization,
+            self.margin,
+            self.max_sampled,
+            self.verify_negative_samples,
+            _sampler.warp_rank_weights(n_labels),
+            _sampler.make_rng_states(generator, num_threads),
+            max(1, len(order)),
+            num_threads,
+            False,
+        )
+        if not _all_finite(vectors):
+            raise DivergenceError(
+                f"folding in {n_images} images diverged with learning_rate="
+                f"{self.learning_rate}; refit with a lower learning_rate"
+            )
+        return vectors
+
     def _check_fitted(self):
         if self.user_factors is None or self.item_factors is None:
             raise ValueError("this VSEEns model is not fitted yet: call fit(user_items) first")
@@ -368,6 +497,7 @@ class VSEEns(MatrixFactorizationBase):
                 "max_sampled",
                 "verify_negative_samples",
                 "init_scale",
+                "fold_in_iterations",
                 "num_threads",
                 "user_factors",
                 "item_factors",
