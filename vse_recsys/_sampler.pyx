@@ -488,7 +488,7 @@ cdef class AdaptiveSampler:
 cdef enum:
     CHUNK = 256
     PREFETCH_AHEAD = 4             # pairs: the rows of pair j + 4 are fetched while j trains
-    SIGNAL_CHECK_CHUNKS = 256      # the main thread checks for Ctrl-C every 65,536 pairs
+    SIGNAL_CHECK_CHUNKS = 128      # the main thread checks for Ctrl-C every 128 of its chunks
     COUNTER_STRIDE = 8             # int64 counters per thread: one cache line each
 
 cdef enum:
@@ -497,6 +497,7 @@ cdef enum:
     UPDATES = 2
     DRAWS = 3
     SEEN = 4
+    CHUNKS = 5
 
 
 def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
@@ -639,7 +640,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                             refreshes[0] += 1
                             next_refresh[0] = done + refresh_interval
                         vse_atomic_store(&adaptive.refreshing, 0)
-                if tid == 0 and chunk % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
+                counts[CHUNKS] += 1
+                if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
                     vse_atomic_store(&interrupted, 1)
     if interrupted:
         _raise_pending()
