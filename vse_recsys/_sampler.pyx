@@ -555,7 +555,12 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
             raise ValueError("the adaptive sampler needs its AdaptiveSampler state")
         if adaptive.n_labels != n_labels or adaptive.n_factors != k:
             raise ValueError("the AdaptiveSampler does not match item_factors' shape")
-    if rng_states.shape[0] < num_threads or counters.shape[0] < num_threads:
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if adaptive_sampling and num_threads > adaptive.num_threads:
+        raise ValueError(f"the AdaptiveSampler was built for {adaptive.num_threads} threads, "
+                         f"not {num_threads}: build it with num_threads={num_threads}")
+    if rng_states.shape[0] < num_threads:
         raise ValueError("need one RNG state per thread")
     if refresh_interval < 1:
         raise ValueError("refresh_interval must be >= 1")
@@ -703,8 +708,9 @@ def draw_factors(floating[::1] user, const double[::1] sigma, Py_ssize_t size,
     return out
 
 
-def draw_negatives(floating[::1] user, AdaptiveSampler adaptive, const int32_t[::1] positives,
-                   int sampler, Py_ssize_t size, uint64_t[:, ::1] rng_state, bint verify=True):
+def draw_negatives(floating[::1] user, AdaptiveSampler adaptive not None,
+                   const int32_t[::1] positives, int sampler, Py_ssize_t size,
+                   uint64_t[:, ::1] rng_state, bint verify=True):
     """``size`` negatives for one image vector, as training draws them (-1: no negative).
 
     ``adaptive`` must have been refreshed; for the uniform sampler only its n_labels is used.

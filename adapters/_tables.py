@@ -1,0 +1,245 @@
+"""Chunked reading of delimited text (optionally compressed) and Parquet tables.
+
+Shared by the pair-list readers (generic pairs, Open Images, NUS-WIDE pairs, MovieLens): each
+reads a table chunk by chunk so memory stays near the size of the result, and every problem is
+reported as a :class:`DatasetFormatError` naming the file and the physical line.
+"""
+
+import bz2
+import gzip
+import lzma
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DatasetFormatError
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_PARQUET = {".parquet", ".pq", ".parq"}
+DEFAULT_CHUNKSIZE = 1_000_000
+
+
+def open_text(path):
+    """Open a text file for reading, decompressing ``.gz``, ``.bz2`` and ``.xz``."""
+    opener = _OPENERS.get(Path(path).suffix.lower(), open)
+    return opener(path, "rt", encoding="utf-8")
+
+
+def _format_suffix(path):
+    """The suffix that names the format, under any compression suffix (``a.tsv.gz`` → .tsv)."""
+    path = Path(path)
+    if path.suffix.lower() in _OPENERS:
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def is_parquet(path):
+    return _format_suffix(path) in _PARQUET
+
+
+def guess_separator(path):
+    """Tab for ``.tsv``/``.tab``, comma for ``.csv``, else whichever the first line uses."""
+    suffix = _format_suffix(path)
+    if suffix in (".tsv", ".tab"):
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    with open_text(path) as handle:
+        first = next((line for line in handle if line.strip()), "")
+    return "\t" if "\t" in first else ","
+
+
+def _data_line(path, row, header):
+    """Physical 1-based line of 0-based data row ``row`` (pandas skips blank lines)."""
+    with open_text(path) as handle:
+        seen = -1 if header else 0  # the header is the first non-blank line
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if seen == row:
+                return number
+            seen += 1
+    return None
+
+
+class TableReader:
+    """Read the columns of a CSV/TSV/Parquet file in chunks, with located error messages.
+
+    Parameters
+    ----------
+    path : path-like
+    columns : list of str or int
+        Columns the caller needs: names when the file has a header, else 0-based positions.
+    text : list of str or int
+        Those of `columns` holding IDs: read as text, so "007" stays "007". The others are
+        parsed as numbers when they all are (fast), else as text that :meth:`numbers` checks.
+    sep : str, optional
+        Field separator for text files (guessed when None); ":" with `n_fields` reads
+        MovieLens' ``::`` files with pandas' fast parser.
+    header : bool, default True
+        Whether the first non-blank line names the columns.
+    n_fields : int, optional
+        For files without a header: the number of fields every line must have.
+    chunksize : int
+        Rows per chunk.
+    """
+
+    def __init__(
+        self, path, columns, *, text=(), sep=None, header=True, n_fields=None, chunksize=None
+    ):
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.text = list(text)
+        self.header = header
+        self.n_fields = n_fields
+        self.chunksize = int(chunksize or DEFAULT_CHUNKSIZE)
+        if self.chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such file: {self.path}")
+        self.parquet = is_parquet(self.path)
+        self.unit = "row" if self.parquet else "line"
+        self.sep = None if self.parquet else (sep or guess_separator(self.path))
+        self._check_columns()
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def error(self, row, problem, expected=None):
+        """A DatasetFormatError for 0-based data row ``row`` (None: the whole file)."""
+        if row is None:
+            return DatasetFormatError(self.path, None, problem, expected)
+        line = row + 1 if self.parquet else _data_line(self.path, row, self.header)
+        return DatasetFormatError(self.path, line, problem, expected, unit=self.unit)
+
+    def _parser_error(self, exc):
+        message = str(exc)
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+        if found:
+            expected, line, saw = found.groups()
+            return DatasetFormatError(self.path, int(line), f"{saw} fields", f"{expected} fields")
+        return DatasetFormatError(self.path, None, message.strip())
+
+    # -- structure ------------------------------------------------------------------------------
+
+    def _file_columns(self):
+        if self.parquet:
+            return list(_parquet_file(self.path).schema_arrow.names)
+        try:
+            frame = pd.read_csv(
+                self.path, sep=self.sep, header=0 if self.header else None, nrows=1, dtype=str
+            )
+        except pd.errors.EmptyDataError:
+            raise DatasetFormatError(
+                self.path, 1, "the file is empty", self._describe_expected()
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise DatasetFormatError(self.path, None, f"not UTF-8 text ({exc.reason})") from None
+        except pd.errors.ParserError as exc:
+            raise self._parser_error(exc) from None
+        return list(frame.columns)
+
+    def _describe_expected(self):
+        if self.header:
+            return "a header naming the columns " + ", ".join(map(repr, self.columns))
+        return f"lines of {self.n_fields or 'separated'} fields"
+
+    def _check_columns(self):
+        found = self._file_columns()
+        if self.header:
+            missing = [column for column in self.columns if column not in found]
+            if missing:
+                raise DatasetFormatError(
+                    self.path,
+                    1,
+                    f"no column {missing[0]!r} (the header has {', '.join(map(repr, found))})",
+                    "columns " + ", ".join(map(repr, self.columns)),
+                    unit=self.unit,
+                )
+        elif self.n_fields is not None and len(found) != self.n_fields:
+            raise self.error(0, f"{len(found)} fields", f"{self.n_fields} fields")
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def chunks(self):
+        """Yield DataFrames of the needed columns; the index is the 0-based data row."""
+        total = 0
+        for frame in self._raw_chunks():
+            total += len(frame)
+            yield frame[self.columns]
+        if total == 0:
+            raise self.error(None, "the file has no data rows", self._describe_expected())
+
+    def _raw_chunks(self):
+        if self.parquet:
+            offset = 0
+            batches = _parquet_file(self.path).iter_batches(
+                batch_size=self.chunksize, columns=self.columns
+            )
+            for batch in batches:
+                frame = batch.to_pandas()
+                frame.index += offset
+                offset += len(frame)
+                yield frame
+            return
+        # all columns are parsed (not usecols) so that a line with extra fields is an error;
+        # only empty fields count as missing, so IDs such as "NA" or "null" stay text; IDs are
+        # plain Python strings (object), which pandas reads and factorizes fastest
+        reader = pd.read_csv(
+            self.path,
+            sep=self.sep,
+            header=0 if self.header else None,
+            dtype={column: object for column in self.text},
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=self.chunksize,
+        )
+        try:
+            with reader:
+                yield from reader
+        except pd.errors.ParserError as exc:
+            raise self._parser_error(exc) from None
+        except UnicodeDecodeError as exc:
+            raise DatasetFormatError(self.path, None, f"not UTF-8 text ({exc.reason})") from None
+
+    def ids(self, frame, column, what=None):
+        """The IDs in `column` as an array; a missing (empty) one is an error."""
+        values = frame[column]
+        missing = values.isna().to_numpy()
+        if missing.any():
+            row = values.index[np.argmax(missing)]
+            raise self.error(row, f"missing {what or column!r}", f"an ID in column {column!r}")
+        return values.to_numpy()
+
+    def numbers(self, frame, column, *, integer=False, minimum=None, what=None):
+        """`column` as float64 (int64 if `integer`); the first bad value raises, located."""
+        what = what or repr(column)
+        values = frame[column]
+        if values.dtype.kind in "iuf":  # parsed as numbers (exact for int64 IDs)
+            numbers = values.to_numpy()
+        else:  # pandas found text in this chunk: find the first value that is no number
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        kind = "an integer" if integer else "a number"
+        bad = ~np.isfinite(numbers)
+        if integer:
+            bad |= numbers != np.round(numbers)
+        if minimum is not None:
+            bad |= numbers < minimum
+            kind += f" >= {minimum}"
+        if bad.any():
+            position = int(np.argmax(bad))
+            value = values.iloc[position]
+            problem = f"missing {what}" if pd.isna(value) else f"{what} is {str(value)!r}"
+            raise self.error(values.index[position], problem, kind)
+        return numbers.astype(np.int64 if integer else np.float64)
+
+
+def _parquet_file(path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            f"reading the Parquet file {path} needs pyarrow: pip install 'vse-recsys[parquet]' (or pyarrow)"
+        ) from None
+    return pq.ParquetFile(path)
