@@ -3,8 +3,13 @@
 Environment switches (read at build time):
 
 ``VSE_RECSYS_BOUNDSCHECK=1``
-    Compile the kernels with Cython's bounds and wrap-around checks on, so an out-of-bounds
-    index raises instead of silently corrupting memory (used by one CI run; slower).
+    Compile the kernels with Cython's bounds checks on, so an out-of-bounds index raises
+    IndexError instead of silently corrupting memory (used by one CI run; slower). Negative
+    indices are checked too: ``wraparound`` stays off, since with it on Cython would read
+    index -1 as the last row instead of reporting it (the kernels never index from the end). The
+    generated C goes to ``build/boundscheck/`` instead of beside the ``.pyx``, so that a checked
+    build never leaves its C file where the normal (editable) build would pick it up, and
+    ``vse_recsys._sampler.BOUNDSCHECK`` tells which build is imported.
 ``VSE_RECSYS_NO_OPENMP=1``
     Build without OpenMP (the kernels then run on one thread).
 """
@@ -41,7 +46,10 @@ extensions = [
         "vse_recsys._sampler",
         ["vse_recsys/_sampler.pyx"],
         include_dirs=[np.get_include(), "vse_recsys"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            ("VSE_RECSYS_BOUNDSCHECK", "1" if checked else "0"),
+        ],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
@@ -53,9 +61,10 @@ setup(
         compiler_directives={
             "language_level": 3,
             "boundscheck": checked,
-            "wraparound": checked,
+            "wraparound": False,  # see the module notes: off, so negative indices are errors
             "initializedcheck": checked,
             "cdivision": not checked,
         },
+        build_dir="build/boundscheck" if checked else None,
     )
 )

@@ -9,6 +9,8 @@ import bz2
 import gzip
 import lzma
 import re
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,30 @@ DEFAULT_CHUNKSIZE = 1_000_000
 
 
 def open_text(path):
-    """Open a text file for reading, decompressing ``.gz``, ``.bz2`` and ``.xz``."""
+    """Open a text file for reading, decompressing ``.gz``, ``.bz2`` and ``.xz``.
+
+    A UTF-8 byte-order mark is skipped. Use inside :func:`format_errors`, which turns the
+    errors of undecodable or damaged files into DatasetFormatError.
+    """
     opener = _OPENERS.get(Path(path).suffix.lower(), open)
-    return opener(path, "rt", encoding="utf-8")
+    return opener(path, "rt", encoding="utf-8-sig")
+
+
+@contextmanager
+def format_errors(path):
+    """Turn what reading a file that is not UTF-8 text, or a damaged compressed file, raises
+    into a DatasetFormatError naming the file. Real I/O errors (they have an errno: permission
+    denied, ...) pass through."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(path, None, f"not UTF-8 text ({exc.reason})") from None
+    except (EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise DatasetFormatError(path, None, f"damaged compressed data ({exc})") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise DatasetFormatError(path, None, f"damaged or not compressed as named ({exc})") from None
 
 
 def _format_suffix(path):
@@ -46,21 +69,27 @@ def guess_separator(path):
         return "\t"
     if suffix == ".csv":
         return ","
-    with open_text(path) as handle:
+    with format_errors(path), open_text(path) as handle:
         first = next((line for line in handle if line.strip()), "")
     return "\t" if "\t" in first else ","
 
 
 def _data_line(path, row, header):
     """Physical 1-based line of 0-based data row ``row`` (pandas skips blank lines)."""
-    with open_text(path) as handle:
-        seen = -1 if header else 0  # the header is the first non-blank line
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if seen == row:
-                return number
-            seen += 1
+    seen = -1 if header else 0  # the header is the first non-blank line
+    # errors="replace": bytes that are not UTF-8 after the line sought must not hide the error
+    # being located
+    opener = _OPENERS.get(Path(path).suffix.lower(), open)
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                if seen == row:
+                    return number
+                seen += 1
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):  # damaged further on
+        pass
     return None
 
 
@@ -125,20 +154,48 @@ class TableReader:
 
     def _file_columns(self):
         if self.parquet:
-            return list(_parquet_file(self.path).schema_arrow.names)
+            schema = _parquet_file(self.path).schema_arrow
+            self._check_parquet_types(schema)
+            return list(schema.names)
         try:
-            frame = pd.read_csv(
-                self.path, sep=self.sep, header=0 if self.header else None, nrows=1, dtype=str
-            )
+            with format_errors(self.path):
+                frame = pd.read_csv(
+                    self.path, sep=self.sep, header=0 if self.header else None, nrows=1, dtype=str
+                )
         except pd.errors.EmptyDataError:
             raise DatasetFormatError(
                 self.path, 1, "the file is empty", self._describe_expected()
             ) from None
-        except UnicodeDecodeError as exc:
-            raise DatasetFormatError(self.path, None, f"not UTF-8 text ({exc.reason})") from None
         except pd.errors.ParserError as exc:
             raise self._parser_error(exc) from None
+        if not isinstance(frame.index, pd.RangeIndex):
+            # pandas reads a first data line with one field more than the header as "the
+            # first column is the index" and shifts every column by one: refuse that
+            found = len(frame.columns) + frame.index.nlevels
+            raise self.error(
+                0, f"{found} fields", f"{len(frame.columns)} fields, as many as the header names"
+            )
         return list(frame.columns)
+
+    def _check_parquet_types(self, schema):
+        """Parquet columns must hold plain values: an ID column of lists or structs cannot be
+        read as IDs (and would fail later with an unhelpful TypeError)."""
+        import pyarrow as pa
+
+        for column in self.columns:
+            if column not in schema.names:
+                continue  # reported by _check_columns
+            kind = schema.field(column).type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            plain = (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                     or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                     or pa.types.is_boolean(kind) or pa.types.is_null(kind))
+            if not plain:
+                raise DatasetFormatError(
+                    self.path, None, f"column {column!r} holds {kind}",
+                    "integers, numbers or strings",
+                )
 
     def _describe_expected(self):
         if self.header:
@@ -159,6 +216,11 @@ class TableReader:
                 )
         elif self.n_fields is not None and len(found) != self.n_fields:
             raise self.error(0, f"{len(found)} fields", f"{self.n_fields} fields")
+        elif max(self.columns) >= len(found):  # e.g. column 1 of lines with one field
+            raise self.error(
+                0, f"{len(found)} field{'s' * (len(found) != 1)}",
+                f"at least {max(self.columns) + 1} fields (columns are counted from 0)",
+            )
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -174,34 +236,34 @@ class TableReader:
     def _raw_chunks(self):
         if self.parquet:
             offset = 0
-            batches = _parquet_file(self.path).iter_batches(
-                batch_size=self.chunksize, columns=self.columns
-            )
-            for batch in batches:
-                frame = batch.to_pandas()
-                frame.index += offset
-                offset += len(frame)
-                yield frame
+            with _parquet_errors(self.path):
+                batches = _parquet_file(self.path).iter_batches(
+                    batch_size=self.chunksize, columns=self.columns
+                )
+                for batch in batches:
+                    frame = batch.to_pandas()
+                    frame.index += offset
+                    offset += len(frame)
+                    yield frame
             return
         # all columns are parsed (not usecols) so that a line with extra fields is an error;
         # only empty fields count as missing, so IDs such as "NA" or "null" stay text; IDs are
         # plain Python strings (object), which pandas reads and factorizes fastest
-        reader = pd.read_csv(
-            self.path,
-            sep=self.sep,
-            header=0 if self.header else None,
-            dtype={column: object for column in self.text},
-            keep_default_na=False,
-            na_values=[""],
-            chunksize=self.chunksize,
-        )
         try:
-            with reader:
-                yield from reader
+            with format_errors(self.path):
+                reader = pd.read_csv(
+                    self.path,
+                    sep=self.sep,
+                    header=0 if self.header else None,
+                    dtype={column: object for column in self.text},
+                    keep_default_na=False,
+                    na_values=[""],
+                    chunksize=self.chunksize,
+                )
+                with reader:
+                    yield from reader
         except pd.errors.ParserError as exc:
             raise self._parser_error(exc) from None
-        except UnicodeDecodeError as exc:
-            raise DatasetFormatError(self.path, None, f"not UTF-8 text ({exc.reason})") from None
 
     def ids(self, frame, column, what=None):
         """The IDs in `column` as an array; a missing (empty) one is an error."""
@@ -221,16 +283,27 @@ class TableReader:
         else:  # pandas found text in this chunk: find the first value that is no number
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
         kind = "an integer" if integer else "a number"
-        bad = ~np.isfinite(numbers)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(numbers)
+        too_large, limit = np.zeros(len(numbers), dtype=bool), None
         if integer:
             bad |= numbers != np.round(numbers)
+            # IDs must stay exact: uint64 beyond int64 would wrap, floats beyond 2**53 round
+            if numbers.dtype.kind == "u":
+                too_large, limit = numbers > np.iinfo(np.int64).max, "2**63"
+            elif numbers.dtype.kind == "f":
+                too_large, limit = np.abs(numbers) > 2**53, "2**53"
         if minimum is not None:
             bad |= numbers < minimum
             kind += f" >= {minimum}"
+        bad |= too_large
         if bad.any():
             position = int(np.argmax(bad))
             value = values.iloc[position]
             problem = f"missing {what}" if pd.isna(value) else f"{what} is {str(value)!r}"
+            if too_large[position]:
+                problem += ", too large to be kept exactly"
+                kind += f" below {limit} in magnitude"
             raise self.error(values.index[position], problem, kind)
         return numbers.astype(np.int64 if integer else np.float64)
 
@@ -242,4 +315,18 @@ def _parquet_file(path):
         raise ImportError(
             f"reading the Parquet file {path} needs pyarrow: pip install 'vse-recsys[parquet]' (or pyarrow)"
         ) from None
-    return pq.ParquetFile(path)
+    with _parquet_errors(path):
+        return pq.ParquetFile(path)
+
+
+@contextmanager
+def _parquet_errors(path):
+    """pyarrow's errors for a damaged or non-Parquet file as a DatasetFormatError."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise DatasetFormatError(path, None, f"not a readable Parquet file ({exc})") from None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._tables import TableReader, open_text
+from ._tables import TableReader, format_errors, open_text
 from .dataset import ImageLabels, _PairCollector
 
 __all__ = ["read_movielens"]
@@ -37,7 +37,7 @@ def _detect_layout(path):
         return "tab"
     if path.suffix in (".dat", ".csv"):
         return path.suffix[1:]
-    with open_text(path) as handle:
+    with format_errors(path), open_text(path) as handle:
         first = handle.readline()
     return "dat" if "::" in first else "tab" if "\t" in first else "csv"
 
@@ -66,6 +66,12 @@ def read_movielens(path, min_rating=4, *, layout="auto", chunksize=None):
     -------
     ImageLabels
         Rows are user IDs, columns movie IDs (both int64, sorted); binary values.
+
+    Raises
+    ------
+    DatasetFormatError
+        A malformed line, a rating that is no number, or an ID that is no integer or too large
+        to be kept exactly (with the file and line).
     """
     path = _find_file(path)
     if layout == "auto":

@@ -28,6 +28,7 @@ _ATTRIBUTE = re.compile(rf"""@attribute\s+({_QUOTED}|[^\s'"]\S*)\s*(.*)$""", re.
 # slow-path tokenizers, used only for data lines that contain quotes
 _DENSE_FIELD = re.compile(rf"""\s*({_QUOTED}|[^,]*?)\s*(?:,|\Z)""")
 _SPARSE_ENTRY = re.compile(rf"""\s*(\S+)\s+({_QUOTED}|[^,]*?)\s*(?:,|\Z)""")
+_PLAIN_INDEX = re.compile(r"[+-]?[0-9]{1,18}")
 _MISSING = "?"
 _SPARSE_FORM = "{index value, index value, ...}"
 
@@ -40,9 +41,11 @@ def _unescape(name):
 
 
 def _read_text(path):
+    """The file's text: UTF-8 (a byte-order mark is skipped), else Latin-1, which some MULAN /
+    MEKA files use (and which decodes any bytes)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:  # some MULAN/MEKA files are Latin-1
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
         return Path(path).read_text(encoding="latin-1")
 
 
@@ -168,10 +171,15 @@ def _sparse_entries(texts, path, line_numbers):
     rows = np.asarray(rows, dtype=np.int64)
     try:
         indices = np.asarray(indices, dtype=np.int64)
-    except ValueError:
-        bad = next(i for i, index in enumerate(indices) if not index.lstrip("-").isdigit())
+    except (ValueError, OverflowError):
+        # the first index that is not a plain ASCII integer of at most 18 digits ("²" passes
+        # str.isdigit, a 20-digit number overflows int64)
+        bad = next(i for i, index in enumerate(indices) if not _PLAIN_INDEX.fullmatch(index))
         raise DatasetFormatError(
-            path, line_numbers[rows[bad]], f"attribute index {indices[bad]!r}", "an integer"
+            path,
+            line_numbers[rows[bad]],
+            f"attribute index {indices[bad]!r}",
+            "an integer attribute index",
         ) from None
     return rows, indices, np.asarray(values, dtype=object)
 

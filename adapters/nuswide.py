@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ._tables import TableReader
+from ._tables import TableReader, format_errors
 from .dataset import ImageLabels, _PairCollector
 from .errors import DatasetFormatError
 
@@ -23,8 +23,8 @@ _SPACES = (ord(" "), ord("\t"), ord("\r"))
 
 
 def _text_lines(path):
-    """Non-blank, stripped lines of a small text file."""
-    with open(path, encoding="utf-8") as handle:
+    """Non-blank, stripped lines of a small UTF-8 text file (a byte-order mark is skipped)."""
+    with format_errors(path), open(path, encoding="utf-8-sig") as handle:
         return [line.strip() for line in handle if line.strip()]
 
 
@@ -32,6 +32,8 @@ def _line_blocks(path):
     """The file's bytes in blocks of whole lines (the last may lack its newline)."""
     carry = b""
     with open(path, "rb") as handle:
+        if handle.read(3) != b"\xef\xbb\xbf":  # skip a UTF-8 byte-order mark
+            handle.seek(0)
         while block := handle.read(_BLOCK_BYTES):
             data = carry + block
             cut = data.rfind(b"\n") + 1  # carry a partial last line over to the next block
@@ -138,6 +140,14 @@ def read_nuswide(root):
     -------
     ImageLabels
         Image IDs ``0..n-1`` (Imagelist rows), label IDs the concept names.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file of the layout is missing.
+    DatasetFormatError
+        A file is not UTF-8 text, a label file has a value other than 0/1 or the wrong number
+        of lines (with the file and line).
     """
     root = Path(root)
     n_images, image_list = _count_images(root)
@@ -193,6 +203,13 @@ def read_nuswide_tags(root):
     -------
     ImageLabels
         Image IDs ``0..n-1``, label IDs the tag names.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``TagList1k.txt`` or ``AllTags1k.txt`` is missing.
+    DatasetFormatError
+        As for :func:`read_nuswide`; also a tag listed twice.
     """
     root = Path(root)
     tag_list = _find(root, "TagList1k.txt")

@@ -131,3 +131,12 @@ def _has_cython():
     except ImportError:
         return False
     return True
+
+
+def test_the_build_has_the_bounds_checking_that_was_asked_for():
+    """`./run.sh test` must import the fast build, `./run.sh test-boundscheck` the checked one
+    (it sets VSE_RECSYS_BOUNDSCHECK=1): a mix-up would make one of the runs test the wrong
+    kernels."""
+    wanted = os.environ.get("VSE_RECSYS_BOUNDSCHECK", "").strip().lower() in {"1", "true", "yes",
+                                                                                "on"}
+    assert _sampler.BOUNDSCHECK is wanted, _sampler.__file__

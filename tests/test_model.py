@@ -143,11 +143,25 @@ def test_without_verification_training_still_works():
     assert np.isfinite(model.item_factors).all()
 
 
-def test_divergence_raises_and_keeps_finite_factors():
-    model = quick_model(loss="hinge", sampler="uniform", learning_rate=1e30, iterations=5)
-    with pytest.raises(DivergenceError, match=r"epoch \d+ .*lower learning_rate"):
-        model.fit(random_labels(), show_progress=False)
-    assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
+def test_divergence_raises_and_keeps_the_last_completed_epoch():
+    snapshots = []
+
+    def blow_up_after_two_epochs(epoch, seconds, stats):
+        snapshots.append((model.user_factors.copy(), model.item_factors.copy()))
+        if epoch == 1:
+            model.learning_rate = 1e30  # read by the next epoch
+
+    model = quick_model(loss="hinge", sampler="uniform", iterations=5)
+    with pytest.raises(DivergenceError, match=r"epoch 3 of 5: .*lower learning_rate"):
+        model.fit(random_labels(), show_progress=False, callback=blow_up_after_two_epochs)
+    assert len(snapshots) == 2
+    np.testing.assert_array_equal(model.user_factors, snapshots[-1][0])
+    np.testing.assert_array_equal(model.item_factors, snapshots[-1][1])
+
+    fresh = quick_model(loss="hinge", sampler="uniform", learning_rate=1e30, iterations=5)
+    with pytest.raises(DivergenceError, match="epoch 1 of 5"):
+        fresh.fit(random_labels(), show_progress=False)
+    assert fresh.user_factors is None and fresh.item_factors is None  # no epoch completed
 
 
 # -- parameters -------------------------------------------------------------------------------

@@ -1,15 +1,23 @@
-"""Faults: Ctrl-C during a fit, and interrupted saves."""
+"""Faults: Ctrl-C during a fit, divergence, too little memory, and concurrent use.
+
+Faults in model files (interrupted saves, damaged files) are in ``test_reliability_files.py``;
+fuzzed input in ``test_reliability_fuzz_*.py``.
+"""
 
 import os
+import re
 import signal
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from test_model import random_labels
-from vse_recsys import VSEEns
+from test_model import CONFIGS, random_labels
+from vse_recsys import VSEEns, memory
+from vse_recsys.memory import InsufficientMemoryError
+from vse_recsys.model import DivergenceError
 
 
 def _interrupt_after(seconds):
@@ -55,3 +63,231 @@ def test_ctrl_c_in_the_first_epoch_leaves_a_new_model_unfitted():
         model.fit(user_items, show_progress=False)
     timer.cancel()
     assert model.user_factors is None and model.item_factors is None
+
+
+# -- divergence -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['loss']}-{c['sampler']}")
+@pytest.mark.parametrize("learning_rate", [1e3, 1e15, 1e38])
+def test_divergence_is_an_error_naming_the_epoch_and_never_reaches_recommend(config,
+                                                                            learning_rate):
+    user_items = random_labels()
+    model = VSEEns(factors=8, iterations=6, num_threads=1, random_state=0,
+                   learning_rate=learning_rate, init_scale=1.0, regularization=0, **config)
+    snapshots = []
+    try:
+        model.fit(user_items, show_progress=False,
+                  callback=lambda *_: snapshots.append(model.item_factors.copy()))
+    except DivergenceError as error:
+        assert re.search(r"diverged in epoch \d+ of 6: .*Try a lower learning_rate", str(error))
+        assert len(model.fit_history) < 6
+        if snapshots:  # the last completed epoch is kept
+            np.testing.assert_array_equal(model.item_factors, snapshots[-1])
+        else:  # none completed: the new model stays unfitted
+            assert model.user_factors is None and model.item_factors is None
+    else:
+        assert learning_rate < 1e38, "an update with lr 1e38 cannot stay finite"
+    for factors in (model.user_factors, model.item_factors):
+        assert factors is None or np.isfinite(factors).all()
+    if model.user_factors is None:
+        model.learning_rate = 0.05
+        model.fit(user_items, show_progress=False)
+        model.learning_rate = learning_rate
+    _, scores = model.recommend(np.arange(300), user_items, N=5)
+    assert np.isfinite(scores).all()
+    # folding in a new image trains with the same learning rate: a clear error or finite
+    try:
+        _, scores = model.recommend(0, user_items[0], N=5, recalculate_user=True)
+    except DivergenceError as error:
+        assert re.search(r"folding in 1 images diverged .*lower learning_rate", str(error))
+    else:
+        assert np.isfinite(scores).all() and learning_rate < 1e38
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, params",
+    [
+        ((6_000, 800, 5), dict()),
+        ((600, 6_000, 20), dict()),
+        ((6_000, 800, 5), dict(sampler="uniform", loss="warp")),
+        ((600, 6_000, 20), dict(dtype=np.float64, num_threads=2)),
+    ],
+)
+def test_the_memory_estimate_bounds_what_fit_allocates_and_is_tight(shape, params):
+    n_images, n_labels, per_image = shape
+    user_items = random_labels(n_images, n_labels, per_image)
+    settings = dict(factors=16, iterations=2, num_threads=1, random_state=0)
+    model = VSEEns(**{**settings, **params})
+    for continuing in (False, True):  # a second fit reuses the factors
+        estimate = model.estimate_memory(n_images, n_labels, user_items.nnz)
+        tracemalloc.start()  # numpy reports its allocations to tracemalloc
+        try:
+            model.fit(user_items, show_progress=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert 0.75 * estimate.total <= peak <= estimate.total, (continuing, peak, estimate)
+
+
+def test_fit_fails_fast_with_the_estimate_when_memory_is_short(monkeypatch):
+    user_items = random_labels(n_images=20_000, n_labels=1_000, per_image=5)
+    model = VSEEns(factors=64, num_threads=1, random_state=0)
+    estimate = model.estimate_memory(*user_items.shape, user_items.nnz)
+    monkeypatch.setattr(memory, "available_memory", lambda: estimate.total // 2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InsufficientMemoryError) as caught:
+            model.fit(user_items, show_progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(caught.value, MemoryError)
+    message = str(caught.value)
+    assert f"VSEEns.fit needs about {memory._size(estimate.total)}" in message
+    assert "factors" in message and "adaptive sampler" in message and "pairs" in message
+    assert f"only {memory._size(estimate.total // 2)} of memory is available" in message
+    assert peak < estimate.total / 50  # failed before allocating, not halfway through
+    assert model.user_factors is None
+
+    monkeypatch.setenv("VSE_RECSYS_MEMORY_CHECK", "0")  # the documented escape hatch
+    model.iterations = 1
+    model.fit(user_items, show_progress=False)
+    assert model.user_factors is not None
+
+
+def test_the_estimate_grows_with_each_term():
+    model = VSEEns(factors=32, num_threads=1)
+    base = model.estimate_memory(10_000, 1_000, 50_000)
+    assert set(base.terms) == {"training matrix", "factors", "initialisation", "pairs",
+                               "adaptive sampler", "WARP weights", "divergence check", "other"}
+    assert base.terms["factors"] == 2 * (10_000 + 1_000) * 32 * 4
+    assert base.terms["adaptive sampler"] == 12 * 32 * 1_000 + 8 * 1_000 + 3 * 2048 * 4
+    assert model.estimate_memory(20_000, 1_000, 50_000).total > base.total
+    assert model.estimate_memory(10_000, 1_000, 100_000).total > base.total
+    assert VSEEns(factors=32, num_threads=1, dtype=np.float64).estimate_memory(
+        10_000, 1_000, 50_000).total > base.total
+    uniform = VSEEns(factors=32, num_threads=1, sampler="uniform")
+    assert uniform.estimate_memory(10_000, 1_000, 50_000).terms["adaptive sampler"] == 0
+    assert "MiB" in str(base) and "pairs" in str(base)
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       1000000 kB\nMemAvailable:     500000 kB\n")
+    cgroup = tmp_path / "cgroup"
+    (cgroup / "box").mkdir(parents=True)
+    proc_cgroup = tmp_path / "proc-cgroup"
+    proc_cgroup.write_text("0::/box\n")
+    paths = dict(meminfo=meminfo, cgroup_root=cgroup, proc_cgroup=proc_cgroup)
+    assert memory.available_memory(**paths) == 500_000 * 1024  # no limit files: meminfo only
+
+    (cgroup / "box" / "memory.max").write_text("300000000\n")
+    (cgroup / "box" / "memory.current").write_text("100000000\n")
+    assert memory.available_memory(**paths) == 200_000_000  # the container's room is smaller
+    (cgroup / "box" / "memory.max").write_text("max\n")
+    assert memory.available_memory(**paths) == 500_000 * 1024
+
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # unlimited
+    v1_paths = dict(meminfo=meminfo, cgroup_root=v1, proc_cgroup=tmp_path / "absent")
+    assert memory.available_memory(**v1_paths) == 500_000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("1000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("400\n")
+    assert memory.available_memory(**v1_paths) == 600
+
+    nothing = dict(meminfo=tmp_path / "absent", cgroup_root=tmp_path / "absent",
+                   proc_cgroup=tmp_path / "absent")
+    assert memory.available_memory(**nothing) is None  # unknown: fit does not check
+    meminfo.write_text("MemAvailable: lots\n")
+    assert memory.available_memory(meminfo=meminfo, cgroup_root=tmp_path / "absent",
+                                   proc_cgroup=tmp_path / "absent") is None
+
+
+def test_the_real_machine_reports_its_memory():
+    available = memory.available_memory()
+    assert available is None or 0 < available < 2**50
+
+
+def test_the_command_line_reports_short_memory_in_one_line(tmp_path, monkeypatch, capsys):
+    from vse_recsys import cli
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,label\n" + "".join(f"{i},{i % 7}\n" for i in range(50)))
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
+    status = cli.main(["fit", str(pairs), "-o", str(tmp_path / "model.npz"), "-q"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("vse-recsys: error: VSEEns.fit needs about") and err.count("\n") == 1
+    assert not (tmp_path / "model.npz").exists()
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_recommend_from_two_threads_while_a_third_fits_another_model():
+    """No shared mutable state: results under concurrency equal the single-threaded ones."""
+    user_items = random_labels(n_images=2_000, n_labels=300, per_image=5)
+    shared = VSEEns(factors=16, iterations=3, num_threads=1, random_state=0).fit(
+        user_items, show_progress=False
+    )
+    images = np.arange(2_000)
+    expected_batch = shared.recommend(images, user_items, N=10)
+    singles = range(0, 2_000, 97)
+    expected_one = [shared.recommend(i, user_items[i], N=5) for i in singles]
+    expected_fold_in = shared.recommend(7, user_items[7], N=5, recalculate_user=True)
+    # the second model trains on other data, long enough for many rounds of recommend
+    other_items = random_labels(n_images=20_000, n_labels=500, per_image=8, seed=1)
+    second_params = dict(factors=16, iterations=6, num_threads=1, random_state=1)
+    expected_second = VSEEns(**second_params).fit(other_items, show_progress=False)
+
+    failures, rounds_during_fit = [], [0, 0]
+    fitting_done = threading.Event()
+
+    def one_round():
+        ids, scores = shared.recommend(images, user_items, N=10)
+        np.testing.assert_array_equal(ids, expected_batch[0])
+        np.testing.assert_array_equal(scores, expected_batch[1])
+        for i, (expected_ids, expected_scores) in zip(singles, expected_one):
+            ids, scores = shared.recommend(i, user_items[i], N=5)
+            np.testing.assert_array_equal(ids, expected_ids)
+            np.testing.assert_array_equal(scores, expected_scores)
+        ids, scores = shared.recommend(7, user_items[7], N=5, recalculate_user=True)
+        np.testing.assert_array_equal(ids, expected_fold_in[0])
+        np.testing.assert_array_equal(scores, expected_fold_in[1])
+
+    def hammer(slot):
+        try:
+            while not fitting_done.is_set():
+                one_round()
+                rounds_during_fit[slot] += 1
+            one_round()
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    second = VSEEns(**second_params)
+
+    def fit_second():
+        try:
+            second.fit(other_items, show_progress=False)
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            fitting_done.set()
+
+    workers = [threading.Thread(target=hammer, args=(slot,)) for slot in (0, 1)]
+    workers.append(threading.Thread(target=fit_second))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert not any(worker.is_alive() for worker in workers), "a thread hung"
+    assert not failures, failures[0]
+    assert min(rounds_during_fit) >= 2, rounds_during_fit  # they really overlapped the fit
+    # the concurrent fit is bit-identical to the one made alone (one thread, same seed)
+    np.testing.assert_array_equal(second.user_factors, expected_second.user_factors)
+    np.testing.assert_array_equal(second.item_factors, expected_second.item_factors)

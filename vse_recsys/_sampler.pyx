@@ -16,6 +16,20 @@ cimport openmp
 
 import numpy as np
 
+# Set by setup.py (VSE_RECSYS_BOUNDSCHECK=1) together with Cython's boundscheck directive, so
+# that tests can tell which build they run against.
+cdef extern from *:
+    """
+    #ifndef VSE_RECSYS_BOUNDSCHECK
+    #define VSE_RECSYS_BOUNDSCHECK 0
+    #endif
+    """
+    int VSE_RECSYS_BOUNDSCHECK
+
+#: True when the kernels were compiled with Cython's bounds checks: an out-of-range index into
+#: a typed array (negative ones included) then raises IndexError instead of corrupting memory.
+BOUNDSCHECK = bool(VSE_RECSYS_BOUNDSCHECK)
+
 # A sampler gives up on rejection after this many draws that hit a positive of the image and
 # takes a uniformly drawn negative instead (exact, O(#positives)); see _sample_negative.
 cdef enum:
@@ -550,6 +564,16 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef bint adaptive_sampling = sampler == ADAPTIVE
     cdef int64_t[:, ::1] counters = np.zeros((max(1, num_threads), COUNTER_STRIDE), dtype=np.int64)
 
+    # O(1) shape checks; the caller (model.py) guarantees that every index is in range
+    if user_factors.shape[1] != k:
+        raise ValueError(f"user_factors has {user_factors.shape[1]} columns, item_factors {k}")
+    if indptr.shape[0] != user_factors.shape[0] + 1:
+        raise ValueError(f"indptr has {indptr.shape[0]} entries for {user_factors.shape[0]} "
+                         f"images (needs one more)")
+    if pair_labels.shape[0] != n_pairs:
+        raise ValueError("pair_users and pair_labels must have the same length")
+    if warp_weights.shape[0] < max(n_labels, 2):
+        raise ValueError("warp_weights needs one weight per rank")
     if adaptive_sampling:
         if adaptive is None:
             raise ValueError("the adaptive sampler needs its AdaptiveSampler state")

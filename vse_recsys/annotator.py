@@ -33,10 +33,7 @@ One ``.npz`` (numpy zip, no pickled objects), written atomically:
 
 import difflib
 import io
-import os
 import re
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +41,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._npz import ModelFileError, atomic_savez, npz_path, read_npz
 from .model import VSEEns
 
 __all__ = ["Annotator", "FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "Tags"]
@@ -53,10 +51,6 @@ FORMAT_NAME = "vse-recsys annotator"
 FORMAT_VERSION = 1
 _MODEL_PREFIX = "model."
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
-
-
-class ModelFileError(ValueError):
-    """A file is not a model this version of vse-recsys can read (the message says why)."""
 
 
 class Tags(NamedTuple):
@@ -457,9 +451,7 @@ class Annotator:
         self._check_fitted()
         buffer = io.BytesIO()
         self.model.save(buffer)
-        buffer.seek(0)
-        with np.load(buffer, allow_pickle=False) as stored:
-            arrays = {_MODEL_PREFIX + name: stored[name] for name in stored.files}
+        arrays = {_MODEL_PREFIX + name: value for name, value in read_npz(buffer).items()}
         arrays["format"] = np.array(FORMAT_NAME)
         arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
         arrays["image_ids"] = self.image_ids
@@ -469,26 +461,14 @@ class Annotator:
             arrays["train_indptr"] = self.user_items.indptr.astype(np.int64)
             arrays["train_indices"] = self.user_items.indices.astype(np.int32)
 
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_savez(path, arrays)
 
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save` (``vse-recsys fit``).
+
+        Nothing is unpickled; every array is checked before the Annotator is built, so a
+        damaged file fails here with its name and the problem.
 
         Raises
         ------
@@ -500,26 +480,10 @@ class Annotator:
         """
         path = Path(path)
         if not path.exists() and path.suffix != ".npz":
-            with_suffix = path.with_name(path.name + ".npz")
+            with_suffix = npz_path(path)
             path = with_suffix if with_suffix.exists() else path
-        if not path.exists():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        if path.is_dir():
-            raise ModelFileError(f"{path} is a folder, not a model file")
-        if not zipfile.is_zipfile(path):
-            raise ModelFileError(
-                f"{path} is not a vse-recsys model file (an .npz written by 'vse-recsys fit' or "
-                f"Annotator.save was expected)"
-            )
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as error:
-            raise ModelFileError(
-                f"{path} is not a vse-recsys model file (an .npz written by 'vse-recsys fit' or "
-                f"Annotator.save): {error}"
-            ) from None
-        if not isinstance(arrays, dict) or "format_version" not in arrays:
+        arrays = read_npz(path)
+        if "format_version" not in arrays:
             if "item_factors" in arrays:
                 raise ModelFileError(
                     f"{path} is a bare VSEEns model (VSEEns.save) without image IDs and label "
@@ -530,10 +494,10 @@ class Annotator:
                 f"{path} is not a vse-recsys model file: it has no format_version (an .npz "
                 f"written by 'vse-recsys fit' or Annotator.save was expected)"
             )
-        try:
-            version = int(arrays["format_version"])
-        except (TypeError, ValueError):
-            raise ModelFileError(f"{path} has an unreadable format_version") from None
+        version = arrays["format_version"]
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise ModelFileError(f"{path} has an unreadable format_version {version!r}")
+        version = int(version)
         if version > FORMAT_VERSION:
             from . import __version__
 
@@ -545,48 +509,69 @@ class Annotator:
         if version < 1:
             raise ModelFileError(f"{path} has an unknown model format version {version}")
         try:
-            return cls._from_arrays(arrays)
+            return cls._from_arrays(arrays, str(path))
+        except ModelFileError:
+            raise
         except (KeyError, ValueError, TypeError, IndexError) as error:
             reason = error.args[0] if error.args else type(error).__name__
             raise ModelFileError(f"{path} is damaged or incomplete: {reason}") from None
 
     @classmethod
-    def _from_arrays(cls, arrays):
+    def _from_arrays(cls, arrays, name):
         model_arrays = {
-            name[len(_MODEL_PREFIX) :]: value
-            for name, value in arrays.items()
-            if name.startswith(_MODEL_PREFIX)
+            key[len(_MODEL_PREFIX) :]: value
+            for key, value in arrays.items()
+            if key.startswith(_MODEL_PREFIX)
         }
-        for name in ("user_factors", "item_factors"):
-            if name not in model_arrays:
-                raise KeyError(f"no model {name}")
-        buffer = io.BytesIO()
-        np.savez(buffer, **model_arrays)
-        buffer.seek(0)
-        model = VSEEns.load(buffer)
+        for key in ("user_factors", "item_factors"):
+            if key not in model_arrays:
+                raise KeyError(f"no model {key}")
+        model = VSEEns._from_arrays(model_arrays, name)
+        for key in ("image_ids", "label_ids", "label_names"):
+            _checked_1d(arrays, key, "iuU", "integers or strings")
+        for what, factors in (("image", model.user_factors), ("label", model.item_factors)):
+            if factors.shape[0] != len(arrays[f"{what}_ids"]):
+                raise ValueError(
+                    f"{factors.shape[0]} {what} vectors for {len(arrays[f'{what}_ids'])} "
+                    f"{what} IDs"
+                )
         user_items = None
-        if "train_indptr" in arrays:
-            indptr, indices = arrays["train_indptr"], arrays["train_indices"]
-            shape = (len(indptr) - 1, len(arrays["label_ids"]))
-            user_items = sp.csr_matrix(
-                (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=shape
-            )
-            user_items.check_format(full_check=True)
+        if "train_indptr" in arrays or "train_indices" in arrays:
+            user_items = _training_labels(arrays)
         annotator = cls(
             model, arrays["label_ids"], arrays["label_names"], arrays["image_ids"], user_items
         )
-        if model.user_factors.shape[0] != annotator.n_images:
-            raise ValueError(
-                f"{model.user_factors.shape[0]} image vectors for {annotator.n_images} image IDs"
-            )
         annotator._check_fitted()
         return annotator
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _checked_1d(arrays, key, kinds, what):
+    """``arrays[key]``, which must exist and be 1-D of a numpy kind in ``kinds``."""
+    if key not in arrays:
+        raise KeyError(f"no {key}")
+    array = arrays[key]
+    if array.ndim != 1 or array.dtype.kind not in kinds:
+        raise ValueError(
+            f"{key} must be a 1-D array of {what}, got {array.dtype} of shape {array.shape}"
+        )
+    return array
+
+
+def _training_labels(arrays):
+    """The saved training labels as a checked CSR matrix (``train_indptr``, ``train_indices``)."""
+    indptr = _checked_1d(arrays, "train_indptr", "iu", "integers")
+    indices = _checked_1d(arrays, "train_indices", "iu", "integers")
+    n_labels = len(arrays["label_ids"])
+    if len(indptr) == 0:
+        raise ValueError("train_indptr is empty")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_labels):
+        raise ValueError(f"train_indices holds labels outside 0..{n_labels - 1}")
+    shape = (len(indptr) - 1, n_labels)
+    user_items = sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=shape
+    )
+    user_items.check_format(full_check=True)
+    return user_items
 
 
 class _NamePositions:

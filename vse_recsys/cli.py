@@ -71,6 +71,9 @@ def main(argv=None):
             # DatasetFormatError, ModelFileError, VSEEns parameter checks, DivergenceError
             _error(error)
             return 1
+        except MemoryError as error:  # InsufficientMemoryError says how much was needed
+            _error(error if str(error) else "out of memory")
+            return 1
 
 
 def _error(message):
@@ -828,8 +831,10 @@ def _demo(args):
             random_state=args.seed,
         ),
         "WARP (uniform)": VSEEns(
+            # WARP's validation-chosen setting (benchmarks/results/defaults.md)
             factors=args.factors, iterations=args.epochs, loss="warp", sampler="uniform",
-            learning_rate=0.01, num_threads=args.threads, random_state=args.seed,
+            learning_rate=0.003, regularization=0.03, num_threads=args.threads,
+            random_state=args.seed,
         ),
     }
     rows = []

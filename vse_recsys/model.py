@@ -2,7 +2,6 @@
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -14,9 +13,31 @@ from implicit.recommender_base import ModelFitError
 from tqdm.auto import tqdm
 
 from . import _sampler
+from ._npz import ModelFileError, atomic_savez, npz_path, read_npz, source_name
+from .memory import check_memory, estimate_fit_memory
 
 LOSSES = {"hinge": _sampler.Loss.HINGE, "warp": _sampler.Loss.WARP, "bpr": _sampler.Loss.BPR}
 SAMPLERS = {"uniform": _sampler.Sampler.UNIFORM, "adaptive": _sampler.Sampler.ADAPTIVE}
+#: Version of the layout ``VSEEns.save`` writes (``format_version`` in the file); ``load``
+#: refuses higher ones. Files written before the key existed read as version 1.
+FORMAT_VERSION = 1
+# constructor arguments stored by ``save`` (besides dtype and an int random_state)
+_SAVED_PARAMS = (
+    "factors",
+    "learning_rate",
+    "regularization",
+    "iterations",
+    "margin",
+    "loss",
+    "sampler",
+    "rank_decay",
+    "refresh_interval",
+    "max_sampled",
+    "verify_negative_samples",
+    "init_scale",
+    "fold_in_iterations",
+    "num_threads",
+)
 
 class DivergenceError(ModelFitError, FloatingPointError):
     """Training produced non-finite factors (the learning rate is too high for the data)."""
@@ -163,13 +184,19 @@ class VSEEns(MatrixFactorizationBase):
         ------
         DivergenceError
             When an epoch leaves non-finite factors; the model keeps the factors of the last
-            finite epoch.
+            completed epoch (a model that was not fitted before and completed no epoch stays
+            unfitted), so no NaN ever reaches a recommendation.
         KeyboardInterrupt
             Ctrl-C stops the kernels within milliseconds; the model keeps the factors of the
             last completed epoch (a model that was not fitted before and completed no epoch
             stays unfitted), and the interrupt propagates.
+        vse_recsys.memory.InsufficientMemoryError (a MemoryError)
+            Before anything is allocated, when :meth:`estimate_memory` exceeds the memory
+            available to this process.
         """
         self._check_params()
+        if scipy.sparse.issparse(user_items) and len(user_items.shape) == 2:
+            check_memory(self.estimate_memory(*user_items.shape, user_items.nnz), "VSEEns.fit")
         user_items = check_user_items(user_items)
         was_fitted = self.user_factors is not None
         generator = resolve_random_state(self.random_state)
@@ -184,16 +211,36 @@ class VSEEns(MatrixFactorizationBase):
         self._user_norms = self._item_norms = None
         try:
             self._run_epochs(user_items, generator, show_progress, callback)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, DivergenceError):
             if was_fitted or self.fit_history:
                 self.user_factors, self.item_factors = self._last_good
-            else:  # interrupted in the first epoch of a fresh model: it stays unfitted
+            else:  # stopped in the first epoch of a fresh model: it stays unfitted
                 self.user_factors = self.item_factors = None
             raise
         finally:
             del self._last_good
             self._user_norms = self._item_norms = None
         return self
+
+    def estimate_memory(self, n_images, n_labels, nnz):
+        """Estimate the memory ``fit`` allocates for an (n_images, n_labels) matrix of ``nnz``
+        stored entries, with this model's factors, dtype, sampler and threads.
+
+        Returns a :class:`vse_recsys.memory.MemoryEstimate`: ``total`` bytes and ``terms``, a
+        dict of its parts (factors, initialisation, training matrix, pairs, adaptive sampler,
+        WARP weights); ``str()`` gives a readable summary. The formula is in the README's
+        "Memory" section. ``fit`` compares it with the available memory before allocating.
+        """
+        return estimate_fit_memory(
+            n_images,
+            n_labels,
+            nnz,
+            self.factors,
+            itemsize=np.dtype(self.dtype).itemsize,
+            adaptive=self.sampler == "adaptive",
+            num_threads=self._threads(),
+            new_model=self.user_factors is None or self.item_factors is None,
+        )
 
     def _run_epochs(self, user_items, generator, show_progress, callback):
         n_images, n_labels = user_items.shape
@@ -251,13 +298,15 @@ class VSEEns(MatrixFactorizationBase):
     def _keep_if_finite(self, epoch):
         """Remember this epoch's factors, or roll back to the last finite ones and raise."""
         good_users, good_items = self._last_good
-        if not (_all_finite(self.user_factors) and _all_finite(self.item_factors)):
+        if not _scores_finite(self.user_factors, self.item_factors):
             self.user_factors, self.item_factors = good_users, good_items
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} of {self.iterations}: the factors "
-                f"became NaN or infinite with learning_rate={self.learning_rate}. Try a lower "
+                f"became NaN, infinite or so large that scores overflow, with "
+                f"learning_rate={self.learning_rate}. Try a lower "
                 f"learning_rate (e.g. {self.learning_rate / 10:g}) or a higher regularization. "
-                f"The model keeps the factors of the last finite epoch."
+                f"The model keeps the factors of the last completed epoch (a new model that "
+                f"completed none stays unfitted)."
             )
         np.copyto(good_users, self.user_factors)
         np.copyto(good_items, self.item_factors)
@@ -336,17 +385,29 @@ class VSEEns(MatrixFactorizationBase):
         if not recalculate_user:  # folded-in images need not be in the model
             _check_ids("userid", userid, self.user_factors.shape[0], "images")
         if user_items is not None and scipy.sparse.issparse(user_items):
+            check_sparse_structure(user_items, "user_items")
             if user_items.shape[1] != self.item_factors.shape[0]:
                 raise ValueError(
                     f"user_items has {user_items.shape[1]} columns but the model knows "
                     f"{self.item_factors.shape[0]} labels; pass the rows of the training matrix"
                 )
-            if not isinstance(user_items, scipy.sparse.csr_matrix):
-                user_items = scipy.sparse.csr_matrix(user_items)
+            # as in fit: one 1 per label, explicit zeros are no labels (and any format works)
+            user_items = _binary_csr(user_items)
+            user_items.eliminate_zeros()
         if filter_items is not None:
             _check_ids("filter_items", filter_items, self.item_factors.shape[0], "labels")
         if items is not None:
             _check_ids("items", items, self.item_factors.shape[0], "labels")
+            if filter_items is not None:
+                raise ValueError("give either items (labels to rank) or filter_items, not both")
+            if np.size(items) == 0 or np.ndim(items) != 1:
+                raise ValueError("items must be a non-empty 1-d list of label ids to rank")
+            if len(np.unique(items)) != len(items):
+                raise ValueError("items has repeated label ids; each label can be ranked once")
+        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+            raise ValueError(f"N must be a positive integer, got {N!r}")
+        # implicit pads rows beyond the last label with label 0 and score 0; never ask for more
+        N = min(int(N), self.item_factors.shape[0] if items is None else len(items))
         return super().recommend(
             userid,
             user_items,
@@ -357,7 +418,15 @@ class VSEEns(MatrixFactorizationBase):
             items=items,
         )
 
-    recommend.__doc__ = MatrixFactorizationBase.recommend.__doc__
+    recommend.__doc__ = (MatrixFactorizationBase.recommend.__doc__ or "") + """
+        Notes
+        -----
+        ``N`` larger than the number of labels (or of ``items``) returns every label once,
+        not ``N`` entries. As in implicit, when filtering leaves fewer than ``N`` labels, each
+        row ends with the filtered labels at score ``-numpy.finfo(model.dtype).max``: keep the
+        entries whose score is above that. Explicitly stored zeros in ``user_items`` are not
+        labels (as in ``fit``) and are not filtered.
+        """
 
     def similar_items(
         self, itemid, N=10, recalculate_item=False, item_users=None, filter_items=None, items=None
@@ -389,6 +458,12 @@ class VSEEns(MatrixFactorizationBase):
         """
         self._check_fitted()
         rows = self._fold_in_rows(user_items)
+        expected = 1 if np.isscalar(userid) else len(userid)
+        if rows.shape[0] != expected:
+            raise ValueError(
+                f"user_items has {rows.shape[0]} rows for {expected} userid(s): give one row of "
+                f"known labels per image"
+            )
         vectors = self._fold_in(rows)
         return vectors[0] if np.isscalar(userid) else vectors
 
@@ -410,7 +485,8 @@ class VSEEns(MatrixFactorizationBase):
             )
         _check_ids("userids", userids, np.iinfo(np.int32).max, "images at most")
         if len(userids) and userids.max() >= self.user_factors.shape[0]:
-            grown = np.zeros((userids.max() + 1, self.factors), dtype=self.user_factors.dtype)
+            grown = np.zeros((userids.max() + 1, self.user_factors.shape[1]),
+                             dtype=self.user_factors.dtype)
             grown[: self.user_factors.shape[0]] = self.user_factors
             self.user_factors = grown
         self.user_factors[userids] = self._fold_in(rows)
@@ -424,9 +500,7 @@ class VSEEns(MatrixFactorizationBase):
                 f"user_items has {user_items.shape[1]} columns but the model knows "
                 f"{self.item_factors.shape[0]} labels"
             )
-        if user_items.nnz == 0:  # nothing to fold in; zero vectors score every label 0
-            return scipy.sparse.csr_matrix(user_items.shape, dtype=np.float32)
-        return check_user_items(user_items)
+        return check_user_items(user_items, allow_empty=True)
 
     def _fold_in(self, rows):
         """Vectors for the images in ``rows`` (CSR) learned against the fixed label vectors."""
@@ -434,7 +508,8 @@ class VSEEns(MatrixFactorizationBase):
         n_images, n_labels = rows.shape
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
         generator = np.random.default_rng(seed)
-        vectors = np.zeros((n_images, self.factors), dtype=self.item_factors.dtype)
+        # the label vectors' width, not self.factors, which a caller may have changed since fit
+        vectors = np.zeros((n_images, self.item_factors.shape[1]), dtype=self.item_factors.dtype)
         if rows.nnz == 0:
             return vectors
         vectors[:] = generator.normal(0, self.init_scale, vectors.shape)
@@ -444,7 +519,7 @@ class VSEEns(MatrixFactorizationBase):
         adaptive = None
         if self.sampler == "adaptive":
             adaptive = _sampler.AdaptiveSampler(
-                n_labels, self.factors, self.rank_decay * n_labels, num_threads
+                n_labels, vectors.shape[1], self.rank_decay * n_labels, num_threads
             )
         indptr = rows.indptr.astype(np.int64)
         pair_images = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
@@ -473,11 +548,12 @@ class VSEEns(MatrixFactorizationBase):
             num_threads,
             False,
         )
-        if not _all_finite(vectors):
+        if not _scores_finite(vectors, self.item_factors):
             raise DivergenceError(
                 f"folding in {n_images} images diverged with learning_rate="
                 f"{self.learning_rate}; refit with a lower learning_rate"
             )
+        vectors[np.diff(indptr) == 0] = 0  # no known label: no vector, whatever the batch
         return vectors
 
     def _check_fitted(self):
@@ -489,60 +565,119 @@ class VSEEns(MatrixFactorizationBase):
     def save(self, fileobj_or_path):
         """Save parameters and factors to a ``.npz`` file (no pickled objects).
 
-        A path is written atomically: to a temporary file in the same folder, then renamed, so
-        an interrupted save never leaves a truncated model behind. As with ``numpy.savez``, a
-        path without the ``.npz`` suffix gets it appended.
+        A path is written atomically: to a temporary file in the same folder, flushed to disk,
+        then renamed, so an interrupted save never leaves a truncated model behind. As with
+        ``numpy.savez``, a path without the ``.npz`` suffix gets it appended. The file carries
+        ``format_version`` (:data:`FORMAT_VERSION`); ``load`` refuses newer versions.
         """
-        args = {
-            name: getattr(self, name)
-            for name in (
-                "factors",
-                "learning_rate",
-                "regularization",
-                "iterations",
-                "margin",
-                "loss",
-                "sampler",
-                "rank_decay",
-                "refresh_interval",
-                "max_sampled",
-                "verify_negative_samples",
-                "init_scale",
-                "fold_in_iterations",
-                "num_threads",
-                "user_factors",
-                "item_factors",
-            )
-        }
+        args = {name: getattr(self, name) for name in _SAVED_PARAMS}
+        args["user_factors"] = self.user_factors
+        args["item_factors"] = self.item_factors
         args["dtype"] = np.dtype(self.dtype).name
         if isinstance(self.random_state, (int, np.integer)):  # Generators can't go in an .npz
             args["random_state"] = int(self.random_state)
         args = {name: value for name, value in args.items() if value is not None}
+        args["format_version"] = np.int64(FORMAT_VERSION)
 
-        if not isinstance(fileobj_or_path, (str, os.PathLike)):
+        if isinstance(fileobj_or_path, (str, os.PathLike)):
+            atomic_savez(fileobj_or_path, args)
+        else:
             np.savez(fileobj_or_path, **args)
-            return
-        path = Path(fileobj_or_path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    @classmethod
+    def load(cls, fileobj_or_path):
+        """Load a model written by :meth:`save`, from a path or a binary file object.
+
+        Nothing in the file is unpickled or executed. Every array is checked before the model
+        is built, so a damaged file fails here, with its name and the problem, and never later
+        in ``recommend``. A path that does not exist is retried with ``.npz`` appended.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ModelFileError (a ValueError)
+            Not an ``.npz`` model, a truncated or corrupted file, a ``format_version`` newer
+            than this vse-recsys reads, an unknown entry, a missing or invalid parameter, or
+            factors that are not finite 2-D float arrays of matching shapes and dtype.
+        """
+        source = fileobj_or_path
+        if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
+            with_suffix = npz_path(source)
+            source = with_suffix if with_suffix.exists() else source
+        return cls._from_arrays(read_npz(source), source_name(source))
+
+    @classmethod
+    def _from_arrays(cls, arrays, name):
+        """A model from the arrays of a saved file, validated; ModelFileError names ``name``."""
+
+        def fail(problem):
+            return ModelFileError(f"{name} is not a valid VSEEns model file: {problem}")
+
+        version = arrays.get("format_version", np.int64(1))  # files before versioning: 1
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise fail(f"format_version must be an integer, got {version!r}")
+        if int(version) > FORMAT_VERSION:
+            from . import __version__
+
+            raise ModelFileError(
+                f"{name} has VSEEns format version {int(version)}, newer than this vse-recsys "
+                f"({__version__}) can read (up to version {FORMAT_VERSION}); upgrade vse-recsys "
+                f"to load it"
+            )
+        if int(version) < 1:
+            raise fail(f"unknown format_version {int(version)}")
+        known = {*_SAVED_PARAMS, "dtype", "random_state", "format_version"}
+        unknown = sorted(set(arrays) - known - {"user_factors", "item_factors"})
+        if unknown:
+            raise fail(f"unknown entry {unknown[0]!r} (is it from a newer vse-recsys?)")
+
+        params = {}
+        for key in known - {"format_version"}:
+            if key not in arrays:
+                continue
+            value = arrays[key]
+            if value.shape != () or value.dtype.kind not in "biufU":
+                raise fail(f"parameter {key!r} must be a single number or string, got {value!r}")
+            params[key] = value.item()
+        missing = sorted({"factors", "dtype"} - set(params))
+        if missing:
+            raise fail(f"parameter {missing[0]!r} is missing")
+        seed = params.get("random_state")
+        if seed is not None and (isinstance(seed, (bool, str, float)) or seed < 0):
+            raise fail(f"random_state must be a non-negative integer seed, got {seed!r}")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **args)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+            model = cls(**params)
+            model._check_params()
+        except (TypeError, ValueError) as error:
+            raise fail(f"bad parameter: {error}") from None
+
+        present = [key for key in ("user_factors", "item_factors") if key in arrays]
+        if len(present) == 1:
+            other = ({"user_factors", "item_factors"} - set(present)).pop()
+            raise fail(f"it has {present[0]} but no {other}")
+        if present:
+            model.user_factors, model.item_factors = (
+                _checked_factors(arrays[key], key, model, fail)
+                for key in ("user_factors", "item_factors")
+            )
+            if model.item_factors.shape[0] == 0:
+                raise fail("item_factors has no rows: a fitted model has at least one label")
+            if not _scores_finite(model.user_factors, model.item_factors):
+                raise fail("the factors are so large that scores overflow")
+        return model
 
 
 # -- input checks (also used by the CLI and adapters) -------------------------------------------
 
 
-def check_user_items(user_items):
+def check_user_items(user_items, allow_empty=False):
     """Validate a training matrix and return a canonical CSR copy (the input is not modified).
 
     Converts other sparse formats (with a warning), merges duplicate entries and drops explicit
-    zeros (each with a warning saying how many), sorts indices, and makes the indices int32.
+    zeros (each with a warning saying how many), sorts indices, makes the indices int32 and
+    every value 1. ``allow_empty`` accepts a matrix without rows or without positives (folding
+    in images that have no known label).
     """
     if not scipy.sparse.issparse(user_items):
         raise ValueError(
@@ -556,14 +691,20 @@ def check_user_items(user_items):
             stacklevel=3,
         )
     n_images, n_labels = user_items.shape
-    if n_labels == 0 or n_images == 0:
+    if n_labels == 0 or (n_images == 0 and not allow_empty):
         raise ValueError(
             f"user_items has shape {user_items.shape}: need at least one image and one label"
         )
     if n_labels >= 2**31 - 1:
         raise ValueError(f"too many labels ({n_labels}); at most 2**31 - 2 are supported")
-    matrix = scipy.sparse.csr_matrix(user_items, copy=True)
-    data = matrix.data
+    check_sparse_structure(user_items, "user_items")
+    # check the values as stored: converting COO or CSC to CSR sums duplicates, which could
+    # hide a negative or NaN entry
+    compressed = user_items.format in ("csr", "csc", "coo", "bsr")
+    if compressed:  # (CSR/CSC arrays may be longer than the stored entries)
+        data = np.asarray(user_items.data).reshape(-1)[: user_items.nnz]
+    else:
+        data = scipy.sparse.csr_matrix(user_items).data
     if data.dtype.kind not in "biuf":
         raise ValueError(f"user_items must hold numbers, got dtype {data.dtype}")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -576,15 +717,15 @@ def check_user_items(user_items):
             f"user_items has {np.count_nonzero(data < 0)} negative values; entries must be "
             f"positive (1 for 'image has label'), negatives are not supported"
         )
-    if not matrix.has_canonical_format:
-        before = matrix.nnz
-        matrix.sum_duplicates()
-        if matrix.nnz != before:
-            warnings.warn(
-                f"user_items has {before - matrix.nnz} duplicate (image, label) entries; "
-                f"they were merged",
-                stacklevel=3,
-            )
+    matrix = _binary_csr(user_items)
+    stored = user_items.nnz  # with duplicates, also of a COO matrix that conversion merged
+    matrix.sum_duplicates()
+    if matrix.nnz != stored:
+        warnings.warn(
+            f"user_items has {stored - matrix.nnz} duplicate (image, label) entries; "
+            f"they were merged",
+            stacklevel=3,
+        )
     zeros = matrix.nnz - np.count_nonzero(matrix.data)
     if zeros:
         matrix.eliminate_zeros()
@@ -593,10 +734,67 @@ def check_user_items(user_items):
             f"dropped",
             stacklevel=3,
         )
-    if matrix.nnz == 0:
+    if matrix.nnz == 0 and not allow_empty:
         raise ValueError("user_items has no positive entries: nothing to train on")
     matrix.indices = matrix.indices.astype(np.int32, copy=False)
     return matrix
+
+
+def _binary_csr(matrix):
+    """A CSR copy of a sparse matrix with 1 for every stored non-zero (explicit zeros stay).
+
+    Values are made 1 before duplicates are summed (converting a COO matrix sums them), so the
+    sum cannot overflow: two uint8 entries of 128 would wrap to 0 and lose the label.
+    """
+    if matrix.format in ("csr", "csc", "coo", "bsr"):
+        binary = matrix.copy()
+        binary.data = (np.asarray(binary.data) != 0).astype(np.float32)
+        return scipy.sparse.csr_matrix(binary)  # shares binary's arrays when it is CSR
+    # LIL, DOK and DIA cannot hold duplicates
+    result = scipy.sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
+    result.data = (result.data != 0).astype(np.float32)
+    return result
+
+
+def check_sparse_structure(matrix, name):
+    """Refuse a CSR/CSC/COO matrix whose index arrays are inconsistent with its shape.
+
+    scipy checks them only when the matrix is built, so arrays changed afterwards (or built with
+    ``check_format`` skipped) can hold out-of-range indices, which would make scipy's
+    conversions and the compiled kernels read and write outside the arrays. Only reads the
+    arrays; raises ValueError saying what is wrong.
+    """
+    problem = None
+    if matrix.format in ("csr", "csc"):
+        major, minor = matrix.shape if matrix.format == "csr" else matrix.shape[::-1]
+        indptr, indices = np.asarray(matrix.indptr), np.asarray(matrix.indices)
+        if indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu":
+            problem = "indptr and indices must be 1-d integer arrays"
+        elif len(indptr) != major + 1:
+            problem = f"indptr has {len(indptr)} entries for {major} rows (needs {major + 1})"
+        elif indptr[0] != 0 or (major and (np.diff(indptr) < 0).any()):
+            problem = "indptr must start at 0 and never decrease"
+        elif indptr[-1] > min(len(indices), len(np.asarray(matrix.data))):
+            problem = f"indptr ends at {indptr[-1]} but only {len(indices)} indices are stored"
+        else:
+            problem = _index_problem(indices[: indptr[-1]], minor, "indices")
+    elif matrix.format == "coo":
+        problem = _index_problem(np.asarray(matrix.row), matrix.shape[0], "row indices")
+        problem = problem or _index_problem(np.asarray(matrix.col), matrix.shape[1], "col indices")
+    if problem:
+        raise ValueError(
+            f"{name} is not a valid {matrix.format.upper()} matrix of shape {matrix.shape}: "
+            f"{problem}. Was an index array changed after the matrix was built?"
+        )
+
+
+def _index_problem(indices, count, what):
+    if indices.dtype.kind not in "iu":
+        return f"{what} must be integers, got {indices.dtype}"
+    if indices.size and (indices.min() < 0 or indices.max() >= count):
+        bad = indices.min() if indices.min() < 0 else indices.max()
+        return f"{what} hold {bad}, outside 0..{count - 1}"
+    return None
 
 
 def resolve_random_state(random_state):
@@ -634,7 +832,38 @@ def _check_ids(name, ids, count, what):
         raise IndexError(f"{name} {bad} is out of range: the model has {count} {what} (0..{count - 1})")
 
 
-def _all_finite(array):
-    # one float64 sum is NaN or infinite exactly when an element is (float64 cannot overflow
-    # on float32 inputs), and needs no temporary array
-    return bool(np.isfinite(array.sum(dtype=np.float64)))
+def _checked_factors(array, key, model, fail):
+    """A saved factor matrix as a native-order, C-contiguous array, or ``fail(problem)``."""
+    if array.ndim != 2:
+        raise fail(f"{key} must be a 2-D array, got shape {array.shape}")
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
+        raise fail(f"{key} must hold float32 or float64 values, got {array.dtype}")
+    if np.dtype(array.dtype.name) != np.dtype(model.dtype):
+        raise fail(f"{key} is {array.dtype.name} but the model's dtype is {model.dtype}")
+    if array.shape[1] != model.factors:
+        raise fail(
+            f"{key} has {array.shape[1]} columns but the model has factors={model.factors}"
+        )
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise fail(f"{key} holds {array.size - np.count_nonzero(finite):,} NaN or infinite values")
+    return np.ascontiguousarray(array, dtype=model.dtype)
+
+
+def _max_row_norm(array):
+    """The largest Euclidean row norm, in float64 (NaN if any value is NaN)."""
+    if array.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        return math.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64).max())
+
+
+def _scores_finite(users, items):
+    """True when every score ``users[i] @ items[a]`` is finite in the factors' precision.
+
+    By Cauchy-Schwarz ``|u . v| <= |u| |v|``, so bounding the product of the largest row norms
+    by half the dtype's largest value (room for rounding) rules out NaN, infinite and
+    overflowing scores at once.
+    """
+    bound = _max_row_norm(users) * _max_row_norm(items)
+    return bool(bound < float(np.finfo(items.dtype).max) / 2)  # False for NaN

@@ -1,0 +1,213 @@
+"""How much memory a fit needs, and how much the machine has: fail fast instead of being killed.
+
+``VSEEns.fit`` calls :func:`check_memory` before it copies the training matrix or allocates a
+factor. When the estimate exceeds the memory available to this process (``MemAvailable`` of
+``/proc/meminfo``, and the cgroup limit of a container when there is one) it raises
+:class:`InsufficientMemoryError` with the estimate and its main terms, instead of letting the
+operating system kill the process halfway through. Where the available memory cannot be read
+(not Linux), nothing is checked. ``VSE_RECSYS_MEMORY_CHECK=0`` turns the check off (e.g. to rely
+on swap).
+
+The estimate (bytes; ``k`` factors of ``s`` bytes each, 4 for float32, 8 for float64; ``T``
+threads; ``nnz`` stored entries of the training matrix)::
+
+    total = training matrix + max(initialisation, training)
+
+    training matrix   12 * nnz + 16 * (n_images + 1)     the CSR copy fit validates (int32
+                                                         indices, values of up to 8 bytes) and
+                                                         its int64 row pointers
+    initialisation    (n_images + n_labels) * k * s      the new factors, while the float64
+                      + 8 * max(n_images, n_labels) * k  normal draws are converted (new models)
+    training          2 * (n_images + n_labels) * k * s  the factors and the copy of the last
+                                                         completed epoch's (for Ctrl-C and
+                                                         divergence)
+                      + 20 * nnz                         each pair's image (int32), and per epoch
+                                                         the permutation (int64) and the
+                                                         permuted images and labels (int32)
+                      + 12 * k * n_labels                adaptive sampler: two buffers of
+                      + T * (8 * n_labels + 24 KiB)      per-factor label orders and the sort
+                                                         keys, per-thread radix-sort scratch
+                      + 8 * n_labels                     WARP rank weights
+                      + 8 * max(n_images, n_labels)      row norms of the divergence check
+                      + 64 KiB                           other: RNG states, counters, objects
+
+When a fit continues from fitted factors, they exist already: only their copy counts, and there
+is no initialisation.
+"""
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = ["InsufficientMemoryError", "MemoryEstimate", "available_memory", "estimate_fit_memory"]
+
+_RADIX_SCRATCH = 3 * 2048 * 4  # per thread: the radix sort's three digit-count tables (uint32)
+_FIXED_OVERHEAD = 64 * 1024  # RNG states, counters, progress bar and other Python objects
+_OUTSIDE_TRAINING = ("training matrix", "initialisation")  # terms not part of the training phase
+
+
+class InsufficientMemoryError(MemoryError):
+    """A fit would need more memory than this process has; raised before allocating it."""
+
+
+class MemoryEstimate(NamedTuple):
+    """Bytes a fit needs at its peak: ``total``, and ``terms`` (name -> bytes) it is made of.
+
+    ``terms["factors"]`` is the training phase's (with the copy); see the module notes for how
+    the terms combine into ``total``.
+    """
+
+    total: int
+    terms: dict
+
+    def __str__(self):
+        parts = ", ".join(f"{name} {_size(size)}" for name, size in self.terms.items() if size)
+        return f"{_size(self.total)} ({parts})"
+
+
+def estimate_fit_memory(
+    n_images, n_labels, nnz, factors, *, itemsize=4, adaptive=True, num_threads=1, new_model=True
+):
+    """Estimate the peak memory (bytes) ``VSEEns.fit`` allocates; see the module notes.
+
+    Parameters
+    ----------
+    n_images, n_labels : int
+        Shape of the training matrix.
+    nnz : int
+        Its stored entries (positive pairs).
+    factors : int
+        Dimension of the factors.
+    itemsize : int
+        Bytes per factor value: 4 (float32) or 8 (float64).
+    adaptive : bool
+        Whether the adaptive sampler is used (its label orders are the largest term when
+        labels are many).
+    num_threads : int
+        Training threads (each has its own sort scratch).
+    new_model : bool
+        False when continuing a fit: the factors exist already, only their copy is new.
+
+    Returns
+    -------
+    MemoryEstimate
+    """
+    n_images, n_labels, nnz, k = (int(v) for v in (n_images, n_labels, nnz, factors))
+    factor_bytes = (n_images + n_labels) * k * itemsize
+    terms = {
+        "training matrix": 12 * nnz + 16 * (n_images + 1),
+        "factors": (2 if new_model else 1) * factor_bytes,
+        "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
+        "pairs": 20 * nnz,
+        "adaptive sampler": (
+            12 * k * n_labels + max(1, int(num_threads)) * (8 * n_labels + _RADIX_SCRATCH)
+            if adaptive
+            else 0
+        ),
+        "WARP weights": 8 * max(n_labels, 2),
+        "divergence check": 8 * max(n_images, n_labels),
+        "other": _FIXED_OVERHEAD,
+    }
+    # the float64 draws are freed before training allocates its copies, pairs and sampler
+    initialisation = (factor_bytes + terms["initialisation"]) if new_model else 0
+    training = sum(value for name, value in terms.items() if name not in _OUTSIDE_TRAINING)
+    return MemoryEstimate(terms["training matrix"] + max(initialisation, training), terms)
+
+
+def available_memory(meminfo="/proc/meminfo", cgroup_root="/sys/fs/cgroup",
+                     proc_cgroup="/proc/self/cgroup"):
+    """Bytes this process can still allocate without swapping, or None when unknown.
+
+    The smaller of the kernel's ``MemAvailable`` and the room left under this process's
+    cgroup memory limit (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``), whichever of
+    them can be read. The paths are parameters so that tests can point them at fake files.
+    """
+    known = [
+        value
+        for value in (_meminfo_available(meminfo), _cgroup_room(cgroup_root, proc_cgroup))
+        if value is not None
+    ]
+    return min(known) if known else None
+
+
+def check_memory(estimate, what="this fit"):
+    """Raise InsufficientMemoryError when ``estimate`` exceeds :func:`available_memory`."""
+    if os.environ.get("VSE_RECSYS_MEMORY_CHECK", "").strip().lower() in {"0", "false", "no", "off"}:
+        return
+    available = available_memory()
+    if available is None or estimate.total <= available:
+        return
+    raise InsufficientMemoryError(
+        f"{what} needs about {estimate}, but only {_size(available)} of memory is available. "
+        f"Use fewer factors, dtype=float32, sampler='uniform' (no per-factor label orders) or "
+        f"fewer threads, or train on a subset; set VSE_RECSYS_MEMORY_CHECK=0 to try anyway "
+        f"(e.g. with swap). The formula is in the README's 'Memory' section."
+    )
+
+
+def _meminfo_available(path):
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    value, *unit = line.split()[1:]
+                    return int(value) * (1024 if unit == ["kB"] else 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _cgroup_room(root, proc_cgroup):
+    """Limit minus usage of this process's memory cgroup (v2, else v1); None if unlimited."""
+    root = Path(root)
+    v2_path = v1_path = ""
+    try:
+        for line in Path(proc_cgroup).read_text(encoding="utf-8").splitlines():
+            hierarchy, controllers, group = line.split(":", 2)
+            if hierarchy == "0" and controllers == "":
+                v2_path = group
+            elif "memory" in controllers.split(","):
+                v1_path = group
+    except (OSError, ValueError):
+        pass
+    candidates = [  # (limit file, usage file), most specific first
+        (root / v2_path.lstrip("/") / "memory.max", root / v2_path.lstrip("/") / "memory.current"),
+        (root / "memory.max", root / "memory.current"),
+        (
+            root / "memory" / v1_path.lstrip("/") / "memory.limit_in_bytes",
+            root / "memory" / v1_path.lstrip("/") / "memory.usage_in_bytes",
+        ),
+        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes"),
+    ]
+    for limit_file, usage_file in candidates:
+        limit, usage = _read_number(limit_file), _read_number(usage_file)
+        if limit is None:
+            continue
+        if limit >= 2**60:  # "max", or v1's "unlimited" (a page-rounded LONG_MAX)
+            return None
+        return max(0, limit - (usage or 0))
+    return None
+
+
+def _read_number(path):
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    if text == "max":
+        return 2**63 - 1
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _size(nbytes):
+    """``1536`` -> ``"1.5 KiB"``."""
+    if nbytes < 1024:
+        return f"{int(nbytes):,} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:,.1f} {unit}"
+
