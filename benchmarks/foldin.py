@@ -60,7 +60,8 @@ def main(argv=None):
                         help="folder of the shared datasets (default: $VSE_RECSYS_DATA or "
                         "../shared/data)")
     parser.add_argument("--factors", type=int, default=64)
-    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=VSEEns().iterations,
+                        help="training epochs (default: VSEEns's default)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fold-in-iterations", type=int, nargs="+", default=None,

@@ -140,3 +140,84 @@ def test_the_build_has_the_bounds_checking_that_was_asked_for():
     wanted = os.environ.get("VSE_RECSYS_BOUNDSCHECK", "").strip().lower() in {"1", "true", "yes",
                                                                                 "on"}
     assert _sampler.BOUNDSCHECK is wanted, _sampler.__file__
+
+
+def _epoch_inputs(n_images=30, n_labels=12, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    user_items = (rng.random((n_images, n_labels)) < 0.3).astype(np.float32)
+    user_items[:, 0] = 1  # every image has a label
+    indptr = np.concatenate([[0], np.cumsum(user_items.sum(axis=1))]).astype(np.int64)
+    indices = np.concatenate([np.flatnonzero(row) for row in user_items]).astype(np.int32)
+    pair_users = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
+    users = (rng.standard_normal((n_images, k)) * 0.1).astype(np.float32)
+    items = (rng.standard_normal((n_labels, k)) * 0.1).astype(np.float32)
+    return users, items, indptr, indices, pair_users, indices.copy()
+
+
+def test_train_epoch_refuses_more_threads_than_the_sampler_has_scratch_for():
+    """Each thread sorts into its own scratch row of the AdaptiveSampler: a sampler built for one
+    thread used by two would write past its scratch, so the kernel must refuse (found by the
+    sampler statistics suite)."""
+    users, items, indptr, indices, pair_users, pair_labels = _epoch_inputs()
+    adaptive = _sampler.AdaptiveSampler(items.shape[0], items.shape[1], 3.0, num_threads=1)
+    args = (users, items, indptr, indices, pair_users, pair_labels, _sampler.Loss.HINGE,
+            _sampler.Sampler.ADAPTIVE, adaptive, 0.05, 0.01, 1.0, 10, True,
+            _sampler.warp_rank_weights(items.shape[0]),
+            _sampler.make_rng_states(np.random.default_rng(0), 2), 50)
+    with pytest.raises(ValueError, match="built for 1 threads"):
+        _sampler.train_epoch(*args, 2)
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        _sampler.train_epoch(*args, 0)
+    stats = _sampler.train_epoch(*args, 1)
+    assert stats["pairs"] == len(pair_labels) and stats["threads_used"] == 1
+
+
+def test_train_epoch_writes_the_advanced_rng_state_back():
+    """Threads work on cache-aligned copies of their RNG states; the copies must be written
+    back, or the next epoch would replay this epoch's draws."""
+    users, items, indptr, indices, pair_users, pair_labels = _epoch_inputs()
+    states = _sampler.make_rng_states(np.random.default_rng(0), 2)
+    before = states.copy()
+    _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
+                         _sampler.Loss.BPR, _sampler.Sampler.UNIFORM, None, 0.05, 0.01, 1.0, 10,
+                         True, _sampler.warp_rank_weights(items.shape[0]), states, 50, 2)
+    assert not np.array_equal(states[:, :4], before[:, :4])
+    np.testing.assert_array_equal(states[:, 4:], before[:, 4:])  # padding untouched
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_per_thread_rows_start_on_cache_lines(dtype):
+    rows = _sampler._cache_aligned_rows(3, 8, dtype)
+    assert rows.shape == (3, 8) and rows.ctypes.data % 64 == 0 and not rows.any()
+
+
+def test_training_draws_harder_negatives_with_the_adaptive_sampler():
+    """End to end through the epoch kernel (its draw-ahead pipeline included): on a partly
+    trained model, the adaptive sampler's first-choice negatives outscore the positive far more
+    often than uniform draws do.
+
+    Measured with margin 0 and a learning rate of 1e-12 (the model does not move), over ~8,000
+    pairs: adaptive 0.17-0.20, uniform 0.11-0.13 (ratio 1.56-1.60 over seeds 0-3). The binomial
+    standard error of each rate is ~0.004, so ``ratio > 1.25`` passes with a wide margin, while
+    a kernel that ignores the sampled slot (uniform in effect, ratio ~1) or reads the wrong end
+    of the sorted lists (ratio < 1) fails.
+    """
+    from vse_recsys import VSEEns
+    from vse_recsys.adapters import generate_image_labels
+
+    data = generate_image_labels(n_images=2000, n_labels=300, labels_per_image=4,
+                                 random_state=0).user_items
+    model = VSEEns(factors=16, iterations=10, num_threads=1, random_state=0)
+    model.fit(data, show_progress=False)
+    indptr = data.indptr.astype(np.int64)
+    pair_users = np.repeat(np.arange(data.shape[0], dtype=np.int32), np.diff(indptr))
+    rates = {}
+    for sampler in (_sampler.Sampler.ADAPTIVE, _sampler.Sampler.UNIFORM):
+        adaptive = _sampler.AdaptiveSampler(data.shape[1], 16, 0.3 * data.shape[1], 1)
+        stats = _sampler.train_epoch(
+            model.user_factors.copy(), model.item_factors.copy(), indptr, data.indices,
+            pair_users, data.indices, _sampler.Loss.HINGE, sampler, adaptive, 1e-12, 0.0, 0.0,
+            10, True, _sampler.warp_rank_weights(data.shape[1]),
+            _sampler.make_rng_states(np.random.default_rng(0), 1), 10**9, 1)
+        rates[sampler] = stats["violations"] / stats["pairs"]
+    assert rates[_sampler.Sampler.ADAPTIVE] > 1.25 * rates[_sampler.Sampler.UNIFORM], rates

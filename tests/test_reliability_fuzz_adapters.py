@@ -71,7 +71,9 @@ def _assert_consistent(data):
     assert isinstance(data, ImageLabels)
     matrix = data.user_items
     assert isinstance(matrix, sp.csr_matrix) and matrix.has_canonical_format
-    assert matrix.dtype == np.float32 and (matrix.data == 1).all()
+    # binary readers store 1s; weighted ones (read_pairs(..., binary=False)) positive sums
+    assert matrix.dtype == np.float32 and np.isfinite(matrix.data).all()
+    assert (matrix.data > 0).all()
     assert matrix.shape == (len(data.image_ids), len(data.label_ids)) == (
         data.n_images, data.n_labels)
     assert len(data.label_names) == data.n_labels

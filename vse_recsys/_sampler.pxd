@@ -37,6 +37,7 @@ cdef uint32_t rng_below(uint64_t* state, uint32_t n) noexcept nogil
 cdef struct AdaptiveView:
     const int32_t* sorted_labels    # (n_factors, n_labels): per factor, labels by value, descending
     const double* sigma             # (n_factors,): standard deviation of each factor column
+    const float* sigma32            # the same in float32, for float32 models' factor draws
     int32_t n_labels
     int32_t n_factors
     double rank_decay               # lambda, in ranks

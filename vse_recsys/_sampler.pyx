@@ -93,6 +93,21 @@ def make_rng_states(generator, int n_threads):
     return states
 
 
+def _cache_aligned_rows(Py_ssize_t n_rows, Py_ssize_t stride, dtype):
+    """A zeroed (n_rows, stride) array whose rows start on 64-byte cache-line boundaries.
+
+    NumPy only promises 16-byte alignment, so a row of 64 bytes can straddle two cache lines
+    and share one with its neighbour: threads writing their own rows would then fight over it
+    (false sharing) on every update.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    if (stride * itemsize) % 64:
+        raise ValueError("rows must be a whole number of cache lines")
+    buffer = np.zeros(n_rows * stride + 64 // itemsize, dtype=dtype)
+    offset = (-buffer.ctypes.data % 64) // itemsize
+    return buffer[offset:offset + n_rows * stride].reshape(n_rows, stride)
+
+
 # ---------------------------------------------------------------------------------------------
 # Small vector helpers
 # ---------------------------------------------------------------------------------------------
@@ -105,11 +120,12 @@ cdef extern from "_vector.h" nogil:
     void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
                     double reg) noexcept
     void vse_prefetch(const void* p, long bytes) noexcept
+    void vse_prefetch_read(const void* p, long bytes) noexcept
     void vse_step_user_f(float* user, const float* pos, const float* neg, int n, float scale,
                          float lr, float reg) noexcept
     void vse_step_user_d(double* user, const double* pos, const double* neg, int n,
                          double scale, double lr, double reg) noexcept
-    int vse_draw_factor_f(const float* user, const double* sigma, int n, double u01) noexcept
+    int vse_draw_factor_f(const float* user, const float* sigma, int n, double u01) noexcept
     int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
 
 
@@ -167,26 +183,40 @@ cdef inline int32_t _draw_rank(uint64_t* rng, int32_t n_labels, double rank_deca
     return <int32_t> rank - 1
 
 
-cdef inline int32_t _draw_factor(const floating* user, const double* sigma,
-                                 int32_t n_factors, uint64_t* rng) noexcept nogil:
+cdef inline int32_t _draw_factor(const floating* user, const AdaptiveView* view,
+                                 uint64_t* rng) noexcept nogil:
     """Factor f with P(f) proportional to |user_f| * sigma_f; -1 when every weight is zero."""
     if floating is float:
-        return vse_draw_factor_f(user, sigma, n_factors, rng_uniform(rng))
+        return vse_draw_factor_f(user, view.sigma32, view.n_factors, rng_uniform(rng))
     else:
-        return vse_draw_factor_d(user, sigma, n_factors, rng_uniform(rng))
+        return vse_draw_factor_d(user, view.sigma, view.n_factors, rng_uniform(rng))
+
+
+cdef inline const int32_t* _adaptive_slot(const floating* user, const AdaptiveView* view,
+                                          uint64_t* rng) noexcept nogil:
+    """Where an adaptive draw's label lies in the sorted lists (steps 2-4 without the read).
+
+    NULL when every factor weight |user_f| * sigma_f is zero (then any label is as good).
+    Training takes the slot two pairs ahead and reads it one pair ahead: the read misses the
+    cache (the lists are n_factors x n_labels), and this way the miss overlaps other work.
+    """
+    cdef int32_t f = _draw_factor(user, view, rng)
+    if f < 0:
+        return NULL
+    cdef int32_t rank = _draw_rank(rng, view.n_labels, view.rank_decay, view.rank_norm)
+    cdef const int32_t* by_value = view.sorted_labels + <int64_t> f * view.n_labels
+    if user[f] > 0:
+        return &by_value[rank]                     # rank-th largest v_{., f}
+    return &by_value[view.n_labels - 1 - rank]     # rank-th smallest v_{., f}
 
 
 cdef inline int32_t _draw_adaptive(const floating* user, const AdaptiveView* view,
                                    uint64_t* rng) noexcept nogil:
-    """One adaptive draw: a label the model probably ranks high for this image (steps 2-4)."""
-    cdef int32_t f = _draw_factor(user, view.sigma, view.n_factors, rng)
-    if f < 0:
+    """One adaptive draw: a label the model probably ranks high for this image."""
+    cdef const int32_t* slot = _adaptive_slot(user, view, rng)
+    if slot == NULL:
         return <int32_t> rng_below(rng, view.n_labels)
-    cdef int32_t rank = _draw_rank(rng, view.n_labels, view.rank_decay, view.rank_norm)
-    cdef const int32_t* by_value = view.sorted_labels + <int64_t> f * view.n_labels
-    if user[f] > 0:
-        return by_value[rank]                      # rank-th largest v_{., f}
-    return by_value[view.n_labels - 1 - rank]      # rank-th smallest v_{., f}
+    return slot[0]
 
 
 cdef inline int32_t _draw_label(const floating* user, int sampler, const AdaptiveView* view,
@@ -396,6 +426,7 @@ cdef class AdaptiveSampler:
     cdef readonly int num_threads
     cdef object _sorted_buffers          # (2, n_factors, n_labels) int32, descending by value
     cdef object _sigma_buffers           # (2, n_factors) float64
+    cdef float[:, ::1] _sigma32          # the same in float32
     cdef int32_t[:, :, ::1] _sorted
     cdef double[:, ::1] _sigma
     cdef uint32_t[:, ::1] _keys          # (n_factors, n_labels) sort keys, rebuilt each refresh
@@ -419,6 +450,7 @@ cdef class AdaptiveSampler:
         self._sigma_buffers = np.zeros((2, n_factors), dtype=np.float64)
         self._sorted = self._sorted_buffers
         self._sigma = self._sigma_buffers
+        self._sigma32 = np.zeros((2, n_factors), dtype=np.float32)
         self._keys = np.empty((n_factors, n_labels), dtype=np.uint32)
         self._moments = np.empty((2, n_factors), dtype=np.float64)
         self._key_scratch = np.empty((self.num_threads, n_labels + 3 * RADIX_SIZE), dtype=np.uint32)
@@ -427,6 +459,7 @@ cdef class AdaptiveSampler:
         for b in range(2):
             self.views[b].sorted_labels = &self._sorted[b, 0, 0]
             self.views[b].sigma = &self._sigma[b, 0]
+            self.views[b].sigma32 = &self._sigma32[b, 0]
             self.views[b].n_labels = n_labels
             self.views[b].n_factors = n_factors
             self.views[b].rank_decay = rank_decay
@@ -478,6 +511,7 @@ cdef class AdaptiveSampler:
         for f in range(k):
             mean = shift_sum[f] / n
             self._sigma[back, f] = sqrt(max(shift_squares[f] / n - mean * mean, 0.0))
+            self._sigma32[back, f] = <float> self._sigma[back, f]
         if num_threads > 1:
             with parallel(num_threads=num_threads):
                 tid = threadid()
@@ -555,6 +589,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef floating positive_score, negative_score, scale, weight
     cdef floating* user
     cdef int32_t image, positive, negative, rank, ahead, candidate, pending
+    cdef int64_t stop
+    cdef const int32_t* slot
     cdef long row_bytes = k * sizeof(floating)
     cdef Positives positives
     cdef uint64_t* rng
@@ -562,7 +598,10 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef const AdaptiveView* view = NULL
     cdef int tid, interrupted = 0
     cdef bint adaptive_sampling = sampler == ADAPTIVE
-    cdef int64_t[:, ::1] counters = np.zeros((max(1, num_threads), COUNTER_STRIDE), dtype=np.int64)
+    # every thread's counters and RNG state on its own cache lines (copied back at the end)
+    cdef int64_t[:, ::1] counters = _cache_aligned_rows(max(1, num_threads), COUNTER_STRIDE,
+                                                        np.int64)
+    cdef uint64_t[:, ::1] thread_rng
 
     # O(1) shape checks; the caller (model.py) guarantees that every index is in range
     if user_factors.shape[1] != k:
@@ -588,6 +627,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         raise ValueError("need one RNG state per thread")
     if refresh_interval < 1:
         raise ValueError("refresh_interval must be >= 1")
+    thread_rng = _cache_aligned_rows(num_threads, RNG_STRIDE, np.uint64)
+    thread_rng[:, :4] = rng_states[:num_threads, :4]
 
     with nogil:
         if adaptive_sampling:
@@ -597,7 +638,7 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
             refreshes[0] += 1
         with parallel(num_threads=num_threads):
             tid = threadid()
-            rng = &rng_states[tid, 0]
+            rng = &thread_rng[tid, 0]
             counts = &counters[tid, 0]
             counts[SEEN] = 1
             for chunk in prange(n_chunks, schedule="dynamic"):
@@ -606,27 +647,39 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 if adaptive_sampling:
                     view = adaptive.view()
                 pending = -1
-                for j in range(chunk * CHUNK, min(chunk * CHUNK + CHUNK, n_pairs)):
+                slot = NULL
+                stop = min(chunk * CHUNK + CHUNK, n_pairs)
+                for j in range(chunk * CHUNK, stop):
                     if j + PREFETCH_AHEAD < n_pairs:
                         ahead = pair_users[j + PREFETCH_AHEAD]
                         vse_prefetch(&user_factors[ahead, 0], row_bytes)
                         vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
-                        vse_prefetch(&indptr[ahead], 16)
+                        vse_prefetch_read(&indptr[ahead], 16)
                     if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
-                        vse_prefetch(&indices[0] + indptr[pair_users[j + 1]], 64)
+                        vse_prefetch_read(&indices[0] + indptr[pair_users[j + 1]], 64)
                     image = pair_users[j]
                     positive = pair_labels[j]
                     user = &user_factors[image, 0]
                     positives.labels = &indices[0] + indptr[image]
                     positives.count = indptr[image + 1] - indptr[image]
-                    # Draw the next pair's first candidate now: the lookups it misses in cache
-                    # then overlap this pair's arithmetic instead of stalling the next pair.
+                    # The first candidate negatives are drawn ahead, so that their cache misses
+                    # overlap this pair's arithmetic: pair j + 1's label is read now (from the
+                    # slot of the sorted lists chosen one pair ago) and its row fetched; for the
+                    # adaptive sampler, pair j + 2's slot is chosen and fetched.
                     candidate = pending
                     pending = -1
-                    if loss != WARP and j + 1 < min(chunk * CHUNK + CHUNK, n_pairs):
-                        pending = _draw_label(&user_factors[pair_users[j + 1], 0], sampler, view,
-                                              n_labels, rng)
+                    if loss != WARP and j + 1 < stop:
+                        if adaptive_sampling and slot != NULL:
+                            pending = slot[0]
+                        else:
+                            pending = _draw_label(&user_factors[pair_users[j + 1], 0], sampler,
+                                                  view, n_labels, rng)
                         vse_prefetch(&item_factors[pending, 0], row_bytes)
+                        slot = NULL
+                        if adaptive_sampling and j + 2 < stop:
+                            slot = _adaptive_slot(&user_factors[pair_users[j + 2], 0], view, rng)
+                            if slot != NULL:
+                                vse_prefetch_read(slot, 4)
                     positive_score = _dot(user, &item_factors[positive, 0], k)
                     pair_draws = 0
                     tried = 0  # assigned here so that each thread has its own copy
@@ -650,7 +703,9 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                     if m - positive_score + negative_score > 0:
                         counts[VIOLATIONS] += 1
                     scale = _loss_scale(loss, positive_score, negative_score, m, weight)
-                    if scale != 0:
+                    # BPR's gradient is never exactly 0, so its step (and weight decay) always
+                    # applies, even when the sigmoid underflows in float32
+                    if scale != 0 or loss == BPR:
                         counts[UPDATES] += 1
                         if update_labels:
                             _pair_step(user, &item_factors[positive, 0],
@@ -672,6 +727,7 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 counts[CHUNKS] += 1
                 if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
                     vse_atomic_store(&interrupted, 1)
+    rng_states[:num_threads, :4] = thread_rng[:, :4]
     if interrupted:
         _raise_pending()
 
@@ -685,6 +741,7 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         "refreshes": int(progress[2]),
         "refresh_seconds": float(refresh_clock[0]),
         "threads_used": int(np.count_nonzero(np.asarray(counters)[:, SEEN])),
+        "chunks_per_thread": np.asarray(counters)[:, CHUNKS].tolist(),
     }
 
 
@@ -721,14 +778,22 @@ def draw_ranks(int32_t n_labels, double rank_decay, Py_ssize_t size, uint64_t[:,
 
 def draw_factors(floating[::1] user, const double[::1] sigma, Py_ssize_t size,
                  uint64_t[:, ::1] rng_state):
-    """``size`` factor draws with P(f) proportional to |user_f| * sigma_f (-1: all weights 0)."""
+    """``size`` factor draws with P(f) proportional to |user_f| * sigma_f (-1: all weights 0).
+
+    As in training, a float32 ``user`` is weighted with ``sigma`` rounded to float32.
+    """
     if user.shape[0] != sigma.shape[0]:
         raise ValueError("user and sigma must have the same length")
     out = np.empty(size, dtype=np.int32)
     cdef int32_t[::1] factors = out
+    cdef float[::1] sigma32 = np.asarray(sigma, dtype=np.float32)
+    cdef AdaptiveView view
+    view.sigma = &sigma[0]
+    view.sigma32 = &sigma32[0]
+    view.n_factors = user.shape[0]
     cdef Py_ssize_t t
     for t in range(size):
-        factors[t] = _draw_factor(&user[0], &sigma[0], user.shape[0], &rng_state[0, 0])
+        factors[t] = _draw_factor(&user[0], &view, &rng_state[0, 0])
     return out
 
 
@@ -763,7 +828,7 @@ def pair_update(floating[::1] user, floating[::1] pos, floating[::1] neg, int lo
     cdef floating s_pos = _dot(&user[0], &pos[0], k)
     cdef floating s_neg = _dot(&user[0], &neg[0], k)
     cdef floating scale = _loss_scale(loss, s_pos, s_neg, <floating> margin, <floating> rank_weight)
-    if scale != 0 and &pos[0] != &neg[0]:
+    if (scale != 0 or loss == BPR) and &pos[0] != &neg[0]:
         _pair_step(&user[0], &pos[0], &neg[0], k, scale, <floating> learning_rate,
                    <floating> regularization)
     return float(scale)

@@ -32,25 +32,34 @@
     }
 
 /* Index f drawn with probability |user[f]| * sigma[f] / total, given u01 uniform in [0, 1);
- * -1 when every weight is zero (or NaN). The total is a vectorised reduction; the search walks
- * blocks of 8 first, so a draw costs about n/8 + 8 dependent additions instead of n. */
-#define VSE_DRAW_FACTOR(NAME, T)                                                \
-    static inline int NAME(const T* user, const double* sigma, int n, double u01) { \
-        double total = 0, acc = 0, block, target;                               \
+ * -1 when every weight is zero (or NaN).
+ *
+ * Up to VSE_STORED_WEIGHTS factors, one vectorised pass stores the weights and their total; the
+ * search then sums blocks of 16 stored weights (vectorised) and walks only the block that holds
+ * the target: about n/16 + 16 dependent additions. Wider vectors recompute the weights in the
+ * search instead of storing them (no large stack buffer in OpenMP threads). */
+#define VSE_STORED_WEIGHTS 512
+#define VSE_WEIGHT_BLOCK 16
+#define VSE_DRAW_FACTOR(NAME, T, ABS)                                           \
+    static inline int NAME##_search(const T* user, const T* sigma, const T* stored, \
+                                    int n, T target) {                          \
+        T acc = 0, block;                                                       \
         int i = 0, chosen = -1;                                                 \
-        _Pragma("omp simd reduction(+:total)")                                  \
-        for (int f = 0; f < n; f++) total += fabs((double) user[f]) * sigma[f]; \
-        if (!(total > 0)) return -1;                                            \
-        target = u01 * total;                                                   \
-        for (; i + 8 <= n; i += 8) {                                            \
+        for (; i + VSE_WEIGHT_BLOCK <= n; i += VSE_WEIGHT_BLOCK) {              \
             block = 0;                                                          \
-            _Pragma("omp simd reduction(+:block)")                              \
-            for (int f = i; f < i + 8; f++) block += fabs((double) user[f]) * sigma[f]; \
+            if (stored) {                                                       \
+                _Pragma("omp simd reduction(+:block)")                          \
+                for (int f = i; f < i + VSE_WEIGHT_BLOCK; f++) block += stored[f]; \
+            } else {                                                            \
+                _Pragma("omp simd reduction(+:block)")                          \
+                for (int f = i; f < i + VSE_WEIGHT_BLOCK; f++)                  \
+                    block += ABS(user[f]) * sigma[f];                           \
+            }                                                                   \
             if (acc + block > target) break;                                    \
             acc += block;                                                       \
         }                                                                       \
         for (; i < n; i++) {                                                    \
-            double weight = fabs((double) user[i]) * sigma[i];                  \
+            T weight = stored ? stored[i] : ABS(user[i]) * sigma[i];            \
             if (weight > 0) {                                                   \
                 chosen = i;                                                     \
                 acc += weight;                                                  \
@@ -59,8 +68,25 @@
         }                                                                       \
         if (chosen >= 0) return chosen;                                         \
         for (i = n - 1; i >= 0; i--)  /* rounding left the target past the end */ \
-            if (fabs((double) user[i]) * sigma[i] > 0) return i;                \
+            if (ABS(user[i]) * sigma[i] > 0) return i;                          \
         return -1;                                                              \
+    }                                                                           \
+    static inline int NAME(const T* user, const T* sigma, int n, double u01) {  \
+        T stored[VSE_STORED_WEIGHTS];                                           \
+        T total = 0;                                                            \
+        if (n <= VSE_STORED_WEIGHTS) {                                          \
+            _Pragma("omp simd reduction(+:total)")                              \
+            for (int f = 0; f < n; f++) {                                       \
+                stored[f] = ABS(user[f]) * sigma[f];                            \
+                total += stored[f];                                             \
+            }                                                                   \
+        } else {                                                                \
+            _Pragma("omp simd reduction(+:total)")                              \
+            for (int f = 0; f < n; f++) total += ABS(user[f]) * sigma[f];      \
+        }                                                                       \
+        if (!(total > 0)) return -1;                                            \
+        return NAME##_search(user, sigma, n <= VSE_STORED_WEIGHTS ? stored : NULL, n, \
+                             (T) (u01 * total));                                \
     }
 
 /* Ask for the cache lines of [p, p + bytes) ahead of use: training touches rows of large
@@ -69,6 +95,17 @@ static inline void vse_prefetch(const void* p, long bytes) {
 #if defined(__GNUC__) || defined(__clang__)
     const char* c = (const char*) p;
     for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(c + offset, 1, 3);
+#else
+    (void) p; (void) bytes;
+#endif
+}
+
+/* The same for data that is only read (sorted lists, CSR arrays): a read prefetch leaves other
+ * threads' cached copies of the line alone, where a write prefetch would take it from them. */
+static inline void vse_prefetch_read(const void* p, long bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* c = (const char*) p;
+    for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(c + offset, 0, 3);
 #else
     (void) p; (void) bytes;
 #endif
@@ -89,7 +126,7 @@ VSE_STEP(vse_step_f, float)
 VSE_STEP(vse_step_d, double)
 VSE_STEP_USER(vse_step_user_f, float)
 VSE_STEP_USER(vse_step_user_d, double)
-VSE_DRAW_FACTOR(vse_draw_factor_f, float)
-VSE_DRAW_FACTOR(vse_draw_factor_d, double)
+VSE_DRAW_FACTOR(vse_draw_factor_f, float, fabsf)
+VSE_DRAW_FACTOR(vse_draw_factor_d, double, fabs)
 
 #endif
