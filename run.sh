@@ -5,6 +5,8 @@
 #   ./run.sh test [pytest args]         the test suite (in .venv)
 #   ./run.sh test-boundscheck [args]    the kernel tests against a build with Cython's bounds
 #                                       checks on (in .venv-boundscheck; .ci/run runs it too)
+#   ./run.sh bench-setup                also the benchmark extras in .venv: matplotlib and
+#                                       LightFM (an optional peer in benchmarks/compare.py)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -28,6 +30,25 @@ setup_boundscheck() {
     VSE_RECSYS_BOUNDSCHECK=1 "$venv/bin/python" -m pip install --quiet ".[test]"
 }
 
+bench_setup() {
+    setup
+    "$venv/bin/python" -m pip install --quiet -e ".[bench,test]" wheel
+    "$venv/bin/python" -c "import lightfm" 2>/dev/null && return
+    # LightFM 1.17 builds neither under pip's build isolation nor under any PEP 517 build: its
+    # setup.py assigns to __builtins__.__LIGHTFM_SETUP__, and __builtins__ is a dict there
+    # (lyst/lightfm#687). So: let pip fetch and unpack the sdist (--no-clean keeps the unpacked
+    # folder after the expected metadata failure), fix that one line, build without isolation.
+    local work src
+    work="$(mktemp -d)"
+    TMPDIR="$work" "$venv/bin/python" -m pip download --quiet --no-clean --no-deps \
+        --no-build-isolation lightfm==1.17 -d "$work" >/dev/null 2>&1 || true
+    src="$(ls -d "$work"/pip-download-*/lightfm_* | head -n 1)"
+    sed -i 's/^__builtins__\.__LIGHTFM_SETUP__ = True/import builtins; builtins.__LIGHTFM_SETUP__ = True/' \
+        "$src/setup.py"
+    "$venv/bin/python" -m pip install --quiet --no-build-isolation "$src"
+    rm -rf "$work"
+}
+
 case "${1:-}" in
     demo) shift; venv="${VSE_RECSYS_VENV:-.venv}"; setup; exec "$venv/bin/vse-recsys" demo "$@" ;;
     test) shift; venv="${VSE_RECSYS_VENV:-.venv}"; setup; exec "$venv/bin/python" -m pytest "$@" ;;
@@ -41,6 +62,7 @@ case "${1:-}" in
         # "unraisable": treat that as a failure too.
         VSE_RECSYS_BOUNDSCHECK=1 exec "$venv/bin/pytest" -p no:cacheprovider \
             -W error::pytest.PytestUnraisableExceptionWarning "${KERNEL_TESTS[@]}" "$@" ;;
+    bench-setup) venv="${VSE_RECSYS_VENV:-.venv}"; bench_setup ;;
     *) echo "usage: ./run.sh demo [options] | ./run.sh test [pytest options]" \
-            "| ./run.sh test-boundscheck [pytest options]" >&2; exit 2 ;;
+            "| ./run.sh test-boundscheck [pytest options] | ./run.sh bench-setup" >&2; exit 2 ;;
 esac

@@ -1,0 +1,815 @@
+"""VSE-ens and its peers side by side on one dataset: tuned on validation, timed, plotted.
+
+    python benchmarks/compare.py corel5k --data-dir ../shared/data      # one dataset
+    python benchmarks/compare.py nuswide81 --small-grid                  # fewer grid points
+    python benchmarks/compare.py --quick                                 # generated data, ~1 min
+    python benchmarks/compare.py --report benchmarks/results/compare_corel5k.json
+
+Models (``factors=64`` for every factor model, ``num_threads=1`` for every model):
+
+* ours, one engine (``VSEEns``): VSE-ens (adaptive + hinge), uniform hinge, WARP (uniform +
+  warp), AOBPR (adaptive + bpr), BPR (uniform + bpr);
+* LightFM WARP with ``max_sampled`` 10 and 100 (optional: skipped with a note when ``lightfm``
+  is not importable; it does not install with build isolation, see README.md);
+* implicit's BPR and ALS, its item-item recommenders (cosine and BM25);
+* a label co-occurrence baseline, ``score(j) = sum over the image's training labels i of
+  P(j | i)`` with ``P(j | i) = #images with i and j / #images with i``, and popularity.
+
+Protocol (the test labels never drive a choice):
+
+1. **split**: leave-one-out with seed 0 into train / test, then train leave-one-out with seed 1
+   into fit / validation (``defaults_sweep.get_splits``, the same splits as the defaults sweep).
+2. **tune**: every setting of a model's small grid (learning rate x regularisation; K for
+   item-item; regularisation x alpha for ALS) is trained on fit for at most ``--max-epochs``
+   epochs. Validation MAP is measured after epoch 1 and every 2nd epoch; a run stops when it
+   has not improved for ``--patience`` epochs (the same rule for every iterative model). The
+   setting with the best validation MAP wins, with its best epoch as the epoch count.
+3. **retrain**: the winner is trained on the whole train split for exactly that many epochs;
+   test metrics are measured on a log-ish epoch schedule (1..8, every 2 to 16, every 4 after,
+   and the last epoch), against cumulative *training* wall-clock (evaluation time excluded).
+   ``final`` is the last point (the model one would ship); ``best`` is the best point of the
+   test curve, for orientation only.
+4. **threads**: VSE-ens and our WARP are retrained again with 2 threads (``--no-threads-row``
+   skips this).
+
+From the test curves, the report derives **time-to-target**: the training seconds each model
+needs to reach 95% of the best test MAP of LightFM WARP (the better ``max_sampled``) and of our
+WARP, and the speed-up over those two models' own time to that target (the analogue of the
+paper's Table 4).
+
+Output: ``<out-dir>/compare_<dataset>.json`` (every run, curve and chosen setting; rewritten
+after every run, so ``--resume`` continues an interrupted run), ``compare_<dataset>.md`` (the
+tables) and ``compare_<dataset>.png`` (test MAP vs training time, one line per model).
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# One BLAS / OpenMP thread per process unless a model asks for more: fair single-thread timing.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from defaults_sweep import FACTORS, Store, get_splits  # noqa: E402
+from vse_recsys import VSEEns  # noqa: E402
+from vse_recsys.adapters import generate_image_labels, leave_one_out_split  # noqa: E402
+from vse_recsys.evaluation import factor_metrics, score_metrics  # noqa: E402
+from vse_recsys.model import DivergenceError  # noqa: E402
+
+DATASETS = ("corel5k", "delicious", "movielens-100k", "nuswide81")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGET_FRACTION = 0.95
+REFERENCE_WARP = "WARP (ours)"
+THREAD_ROW_MODELS = ("VSE-ens", REFERENCE_WARP)
+
+
+def _grid(**axes):
+    """All combinations of the named axes, as a list of dicts (first axis varies slowest)."""
+    settings = [{}]
+    for name, values in axes.items():
+        settings = [dict(s, **{name: v}) for s in settings for v in values]
+    return settings
+
+
+# LightFM is the slowest model by far (seconds per epoch on delicious), so its grid is 4 points:
+# three learning rates (its default, 0.05, in the middle) without regularisation, plus one
+# regularised setting. alpha is LightFM's L2 penalty on the user and item embeddings.
+LIGHTFM_GRID = _grid(alpha=[0.0], learning_rate=[0.02, 0.05, 0.1]) + [
+    dict(alpha=1e-5, learning_rate=0.05)]
+
+# Each model: how it is trained ("kind"), fixed parameters, its tuning grid, and the smaller
+# grid used with --small-grid (the grid's centre regularisation only). The grids are centred on
+# the validation-tuned defaults of benchmarks/results/defaults.md.
+MODELS = {
+    "VSE-ens": dict(kind="ours", fixed=dict(loss="hinge", sampler="adaptive", rank_decay=0.3),
+                    grid=_grid(regularization=[0.03, 0.01],
+                               learning_rate=[0.015, 0.03, 0.06])),
+    "uniform hinge": dict(kind="ours", fixed=dict(loss="hinge", sampler="uniform"),
+                          grid=_grid(regularization=[0.03, 0.01],
+                                     learning_rate=[0.015, 0.03, 0.06])),
+    REFERENCE_WARP: dict(kind="ours", fixed=dict(loss="warp", sampler="uniform"),
+                         grid=_grid(regularization=[0.03, 0.01],
+                                    learning_rate=[0.001, 0.003, 0.01])),
+    "AOBPR": dict(kind="ours", fixed=dict(loss="bpr", sampler="adaptive", rank_decay=0.3),
+                  grid=_grid(regularization=[0.001, 0.01], learning_rate=[0.03, 0.1, 0.3])),
+    "BPR (ours)": dict(kind="ours", fixed=dict(loss="bpr", sampler="uniform"),
+                       grid=_grid(regularization=[0.001, 0.01], learning_rate=[0.03, 0.1, 0.3])),
+    "LightFM WARP ms10": dict(kind="lightfm", fixed=dict(max_sampled=10), grid=LIGHTFM_GRID),
+    "LightFM WARP ms100": dict(kind="lightfm", fixed=dict(max_sampled=100), grid=LIGHTFM_GRID),
+    "implicit BPR": dict(kind="implicit_bpr", fixed={},
+                         grid=_grid(regularization=[0.01, 0.001],
+                                    learning_rate=[0.01, 0.03, 0.1])),
+    "implicit ALS": dict(kind="implicit_als", fixed={},
+                         grid=_grid(alpha=[1.0, 10.0], regularization=[0.01, 0.1, 1.0])),
+    "item-item cosine": dict(kind="cosine", fixed={}, grid=_grid(K=[10, 50, 200])),
+    "item-item BM25": dict(kind="bm25", fixed={}, grid=_grid(K=[10, 50, 200])),
+    "co-occurrence": dict(kind="cooccurrence", fixed={}, grid=[{}]),
+    "popularity": dict(kind="popularity", fixed={}, grid=[{}]),
+}
+ITERATIVE = ("ours", "lightfm", "implicit_bpr", "implicit_als")
+DEFAULT_MODELS = list(MODELS)
+
+# Not in the default run: VSE-ens beyond the common setting (more factors, stronger
+# regularisation, a flatter sampler), for investigating where it falls short. Its rows use
+# other factor counts than 64, so they are reported apart from the main comparison.
+MODELS["VSE-ens explore"] = dict(
+    kind="ours", fixed=dict(loss="hinge", sampler="adaptive", rank_decay=0.3,
+                            learning_rate=0.03, regularization=0.03),
+    grid=[dict(factors=128), dict(regularization=0.1), dict(rank_decay=1.0),
+          dict(factors=128, regularization=0.1), dict(factors=128, rank_decay=1.0),
+          dict(factors=32)])
+
+
+def small_grid(grid):
+    """The settings of a grid that keep its first axis at its first (centre) value.
+
+    A grid with a single axis (K of the item-item models) is kept whole.
+    """
+    if not grid or len(grid[0]) < 2:
+        return grid
+    first = next(iter(grid[0]))
+    return [s for s in grid if s[first] == grid[0][first]]
+
+
+def code_state():
+    """Which code ran: git HEAD, the files changed since it, and a hash of the built kernels."""
+    import hashlib
+    import subprocess
+
+    import vse_recsys._sampler as kernels
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*command):
+        try:
+            return subprocess.run(["git", *command], cwd=root, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return dict(head=git("rev-parse", "HEAD"),
+                changed_files=changed.splitlines() if changed else [],
+                kernels_sha256=hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest())
+
+
+def lightfm_available():
+    try:
+        import lightfm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and schedules
+
+
+class StopTraining(Exception):
+    """Raised from a per-epoch callback to end a fit early."""
+
+
+class TrainingClock:
+    """Cumulative training wall-clock that leaves out the time spent in evaluation.
+
+    ``start()`` before training; ``pause()`` when an epoch ends (returns the training seconds
+    so far); ``start()`` again when the evaluation is done.
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._since = None
+
+    def start(self):
+        self._since = time.perf_counter()
+
+    def pause(self):
+        if self._since is not None:
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+        return self.seconds
+
+
+def curve_epochs(last):
+    """A log-ish schedule up to ``last``: every epoch to 8, every 2nd to 16, every 4th after."""
+    epochs = [e for e in range(1, last + 1) if e <= 8 or (e <= 16 and e % 2 == 0) or e % 4 == 0]
+    if last >= 1 and epochs[-1] != last:
+        epochs.append(last)
+    return epochs
+
+
+def time_to_target(curve, target, key="map"):
+    """Training seconds at the first curve point whose ``key`` is >= ``target``, else None.
+
+    Exact up to the evaluation schedule (the model may have crossed the target earlier,
+    between two evaluated epochs).
+    """
+    for point in curve:
+        if point[key] >= target:
+            return point["seconds"]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Training: every trainer calls on_epoch(epoch, seconds, scorer, stats) after each epoch, where
+# scorer() returns ("factors", U, V) or ("scores", fn); on_epoch raises StopTraining to stop.
+
+
+def _train_ours(train, spec, params, threads, seed, epochs, on_epoch, clock):
+    # a setting may override the fixed parameters, factors included (the exploration grid)
+    model = VSEEns(**{"factors": FACTORS, **spec["fixed"], **params}, iterations=epochs,
+                   num_threads=threads, random_state=seed)
+
+    def callback(epoch, _seconds, stats):
+        on_epoch(epoch + 1, clock.pause(), lambda: ("factors", model.user_factors,
+                                                     model.item_factors), stats)
+        clock.start()
+
+    clock.start()
+    model.fit(train, show_progress=False, callback=callback)
+
+
+def _train_lightfm(train, spec, params, threads, seed, epochs, on_epoch, clock):
+    from lightfm import LightFM
+
+    model = LightFM(no_components=FACTORS, loss="warp", learning_rate=params["learning_rate"],
+                    item_alpha=params["alpha"], user_alpha=params["alpha"],
+                    max_sampled=spec["fixed"]["max_sampled"], random_state=seed)
+
+    def factors():
+        # s(i, a) = u_i . v_a + b_a (+ b_i, constant per image): a bias column makes it a dot
+        ones = np.ones((model.user_embeddings.shape[0], 1), dtype=np.float32)
+        return ("factors", np.hstack([model.user_embeddings, ones]),
+                np.hstack([model.item_embeddings, model.item_biases[:, None]]))
+
+    interactions = train.tocoo()
+    clock.start()
+    for epoch in range(epochs):
+        model.fit_partial(interactions, epochs=1, num_threads=threads)
+        seconds = clock.pause()
+        if not (np.isfinite(model.item_embeddings).all() and np.isfinite(model.item_biases).all()):
+            raise DivergenceError(f"LightFM diverged in epoch {epoch + 1}")
+        on_epoch(epoch + 1, seconds, factors, {})
+        clock.start()
+
+
+def _train_implicit(train, spec, params, threads, seed, epochs, on_epoch, clock):
+    if spec["kind"] == "implicit_bpr":
+        from implicit.cpu.bpr import BayesianPersonalizedRanking as Model
+    else:
+        from implicit.cpu.als import AlternatingLeastSquares as Model
+    with threadpool_limits(1, "blas"):  # implicit warns (and slows down) otherwise
+        model = Model(factors=FACTORS, iterations=epochs, num_threads=threads,
+                      random_state=seed, **params)
+    done = [0]
+
+    def callback(*_args):
+        done[0] += 1
+        on_epoch(done[0], clock.pause(), lambda: ("factors", model.user_factors,
+                                                   model.item_factors), {})
+        clock.start()
+
+    clock.start()
+    with threadpool_limits(1, "blas"):
+        model.fit(train.astype(np.float32), show_progress=False, callback=callback)
+
+
+def _train_static(train, spec, params, threads, seed, epochs, on_epoch, clock):
+    """The non-iterative models: one 'epoch' that builds the scorer."""
+    clock.start()
+    kind = spec["kind"]
+    if kind in ("cosine", "bm25"):
+        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+        model = (CosineRecommender if kind == "cosine" else BM25Recommender)(
+            K=params["K"], num_threads=threads)
+        model.fit(train, show_progress=False)
+        similarity = model.similarity.tocsr()
+
+        def scores(ids):
+            return (train[ids] @ similarity).toarray()
+    elif kind == "cooccurrence":
+        binary = train.copy()
+        binary.data[:] = 1.0
+        counts = (binary.T @ binary).tocsr()  # counts[i, j] = images with labels i and j
+        per_label = counts.diagonal()
+        conditional = sp.diags(1.0 / np.maximum(per_label, 1)) @ counts  # row i: P(j | i)
+        conditional = conditional.tocsr()
+
+        def scores(ids):
+            return (binary[ids] @ conditional).toarray()
+    elif kind == "popularity":
+        popularity = np.asarray(train.getnnz(axis=0), dtype=np.float64)
+
+        def scores(ids):
+            return np.broadcast_to(popularity, (len(ids), popularity.size))
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    on_epoch(1, clock.pause(), lambda: ("scores", scores), {})
+
+
+TRAINERS = {"ours": _train_ours, "lightfm": _train_lightfm, "implicit_bpr": _train_implicit,
+            "implicit_als": _train_implicit}
+
+
+def train_model(name, train, params, *, threads, seed, epochs, on_epoch):
+    """Train model ``name`` with ``params``, calling ``on_epoch`` after every epoch."""
+    spec = MODELS[name]
+    trainer = TRAINERS.get(spec["kind"], _train_static)
+    trainer(train, spec, params, threads, seed, epochs, on_epoch, TrainingClock())
+
+
+def evaluate(scorer, known, held_out, K=(5, 10)):
+    """Metrics of a scorer (see ``train_model``); training labels ``known`` are excluded."""
+    kind, *rest = scorer()
+    if kind == "factors":
+        result = factor_metrics(*rest, known, held_out, K=K)
+    else:
+        result = score_metrics(rest[0], known, held_out, K=K)
+    return {key: value for key, value in result.items() if key != "n_images"}
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks (run in worker processes)
+
+SPLITS = {}
+
+
+def load_splits(dataset, data_dir=None, quick_images=None):
+    """(fit, validation, train, test) of a shared dataset, or of generated data for --quick."""
+    if dataset not in SPLITS:
+        if dataset == "generated":
+            data = generate_image_labels(n_images=quick_images, n_labels=quick_images // 8,
+                                         labels_per_image=5, random_state=0)
+            train, test = leave_one_out_split(data, random_state=0)
+            fit, validation = leave_one_out_split(train, random_state=1)
+            SPLITS[dataset] = (fit, validation, train, test)
+        else:
+            SPLITS[dataset] = get_splits(dataset, data_dir)
+    return SPLITS[dataset]
+
+
+def run_tune(task):
+    """Train one setting on fit with early stopping on validation MAP."""
+    fit, validation, _, _ = SPLITS[task["dataset"]]
+    patience = task["patience"]
+    curve, best = [], dict(map=-1.0, epoch=0)
+
+    def on_epoch(epoch, seconds, scorer, stats):
+        if epoch != 1 and epoch % 2 and epoch != task["epochs"]:
+            return
+        metrics = evaluate(scorer, fit, validation, K=(5,))
+        curve.append(dict(epoch=epoch, seconds=round(seconds, 4), map=metrics["map"],
+                          **{"precision@5": metrics["precision@5"]}))
+        if metrics["map"] > best["map"]:
+            best.update(map=metrics["map"], epoch=epoch)
+        elif epoch - best["epoch"] >= patience:
+            raise StopTraining
+
+    status = "completed"
+    started = time.perf_counter()
+    try:
+        train_model(task["family"], fit, task["params"], threads=1, seed=task["seed"],
+                    epochs=task["epochs"], on_epoch=on_epoch)
+    except StopTraining:
+        status = "early-stopped"
+    except (DivergenceError, ValueError, FloatingPointError) as error:
+        status = f"diverged: {error}"[:200]
+    return dict(task, status=status, curve=curve,
+                best_val_map=best["map"] if best["epoch"] else None,
+                best_epoch=best["epoch"] or None,
+                wall_seconds=round(time.perf_counter() - started, 2))
+
+
+def run_retrain(task):
+    """Train the chosen setting on train for the chosen epochs; test curve vs training time."""
+    _, _, train, test = SPLITS[task["dataset"]]
+    wanted = set(curve_epochs(task["epochs"]))
+    curve = []
+
+    def on_epoch(epoch, seconds, scorer, stats):
+        if epoch not in wanted:
+            return
+        point = dict(epoch=epoch, seconds=round(seconds, 4), **evaluate(scorer, train, test))
+        if stats:
+            point["draws_per_update"] = stats["draws"] / max(1, stats["updates"])
+            point["violation_rate"] = stats["violation_rate"]
+        curve.append(point)
+
+    status = "completed"
+    load_before = os.getloadavg()[0]  # other processes on the machine skew the timings
+    try:
+        train_model(task["family"], train, task["params"], threads=task["threads"],
+                    seed=task["seed"], epochs=task["epochs"], on_epoch=on_epoch)
+    except (DivergenceError, ValueError, FloatingPointError) as error:
+        status = f"diverged: {error}"[:200]
+    return dict(task, status=status, curve=curve,
+                load_average=[load_before, os.getloadavg()[0]])
+
+
+def _dispatch(task):
+    return (run_tune if task["phase"] == "tune" else run_retrain)(task)
+
+
+def _worker_init(nice):
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+
+
+def run_tasks(label, tasks, store, jobs, nice):
+    """Run the tasks not yet in ``store`` (``jobs`` processes), adding each result as it ends."""
+    done = store.done()
+    todo = [t for t in tasks if store.task_id(t) not in done]
+    results = [done[store.task_id(t)] for t in tasks if store.task_id(t) in done]
+    if not todo:
+        return results
+    # the slowest first, so that two workers finish together
+    todo.sort(key=lambda t: -(t["epochs"] * (3 if "LightFM" in t["family"] else 1)))
+    if jobs > 1:
+        pool = multiprocessing.get_context("fork").Pool(jobs, _worker_init, (nice,))
+        finished = pool.imap_unordered(_dispatch, todo)
+    else:
+        pool, finished = None, map(_dispatch, todo)
+    try:
+        with tqdm(total=len(todo), desc=label, unit="run", file=sys.stderr) as progress:
+            for run in finished:
+                store.add(run)
+                results.append(run)
+                progress.update(1)
+                progress.write(_describe(run))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return results
+
+
+def _describe(run):
+    setting = _fmt_params(run["params"]) or "-"
+    if run["phase"] == "tune":
+        result = ("no result" if run["best_val_map"] is None else
+                  f"val MAP {run['best_val_map']:.4f} @ epoch {run['best_epoch']}")
+        return f"  tune    {run['family']:<20} {setting:<28} {result} ({run['status']})"
+    last = run["curve"][-1] if run["curve"] else None
+    result = (f"test MAP {last['map']:.4f} P@5 {last['precision@5']:.4f} in "
+              f"{last['seconds']:.1f}s" if last else run["status"])
+    return f"  retrain {run['family']:<20} {run['threads']} thread(s) {setting:<20} {result}"
+
+
+def _fmt_params(params):
+    short = {"learning_rate": "lr", "regularization": "reg", "alpha": "alpha", "K": "K"}
+    return ", ".join(f"{short.get(k, k)} {v:g}" for k, v in params.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def choose(tune_runs, name):
+    """The best tuning run of a model (highest validation MAP), or None if none produced one."""
+    runs = [r for r in tune_runs if r["family"] == name and r["best_val_map"] is not None]
+    return max(runs, key=lambda r: r["best_val_map"]) if runs else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("dataset", nargs="?", choices=DATASETS,
+                        help="a shared dataset (not needed with --quick or --report)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of the shared datasets (default: $VSE_RECSYS_DATA or "
+                             "../shared/data)")
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS),
+                        metavar="MODEL",
+                        help="models to run (default: all but 'VSE-ens explore'; names: "
+                             + ", ".join(MODELS) + ")")
+    parser.add_argument("--small-grid", action="store_true",
+                        help="tune only the grid points at the centre regularisation (ALS: "
+                             "alpha 1; LightFM: alpha 0), for the largest datasets")
+    parser.add_argument("--max-epochs", type=int, default=40,
+                        help="epoch budget of a tuning run (default 40)")
+    parser.add_argument("--patience", type=int, default=8,
+                        help="a tuning run stops after this many epochs without a validation "
+                             "improvement (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random_state of every model")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes for the tuning runs (each single-threaded); default 2")
+    parser.add_argument("--retrain-jobs", type=int, default=1,
+                        help="processes for the timed retraining runs; default 1, so that no "
+                             "two timed runs share the machine")
+    parser.add_argument("--nice", type=int, default=5, help="niceness of worker processes")
+    parser.add_argument("--no-threads-row", action="store_true",
+                        help="skip the 2-thread retraining of VSE-ens and our WARP")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: generated data, one setting per model, 8 epochs")
+    parser.add_argument("--quick-images", type=int, default=1500,
+                        help="images of the generated data with --quick (labels = images / 8)")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the JSON / Markdown / PNG go (default benchmarks/results, "
+                             "with --quick a temporary folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the JSON file and skip them")
+    parser.add_argument("--report", metavar="JSON",
+                        help="only rewrite the Markdown and PNG of a results file")
+    parser.add_argument("--summary", metavar="JSON", nargs="+",
+                        help="print the cross-dataset tables of several results files")
+    args = parser.parse_args(argv)
+    # implicit's BM25 hands its own weighting to all_pairs_knn as COO and warns about it
+    warnings.filterwarnings("ignore", message="Method expects CSR input")
+
+    if args.report:
+        path = Path(args.report)
+        write_report(json.loads(path.read_text()), path.with_suffix(""))
+        return
+    if args.summary:
+        datasets = {}
+        for path in args.summary:
+            data = json.loads(Path(path).read_text())
+            datasets[data["meta"]["dataset"]] = data
+        print(cross_dataset_tables(datasets))
+        return
+    if args.quick:
+        args.dataset, args.max_epochs, args.patience, args.jobs = "generated", 8, 4, 1
+    elif args.dataset is None:
+        parser.error("give a dataset, or --quick")
+    out_dir = Path(args.out_dir) if args.out_dir else (
+        Path(tempfile.gettempdir()) / "compare_quick" if args.quick else RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"compare_{args.dataset}"
+
+    models = list(args.models)
+    if not lightfm_available():
+        skipped = [m for m in models if MODELS[m]["kind"] == "lightfm"]
+        models = [m for m in models if m not in skipped]
+        if skipped:
+            print(f"note: lightfm is not importable, skipping {', '.join(skipped)} (install it "
+                  f"as README.md's benchmarks section says)", flush=True)
+
+    started = time.perf_counter()
+    fit, validation, train, test = load_splits(args.dataset, args.data_dir, args.quick_images)
+    print(f"{args.dataset}: {train.shape[0]:,} images x {train.shape[1]:,} labels; fit "
+          f"{fit.nnz:,} pairs, validation {validation.nnz:,}, train {train.nnz:,}, "
+          f"test {test.nnz:,}", flush=True)
+    meta = dict(command="python " + " ".join(["benchmarks/compare.py", *(
+                    argv if argv is not None else sys.argv[1:])]),
+                python=sys.version.split()[0], platform=platform.platform(),
+                cpus=os.cpu_count(), code=code_state(), load_average=os.getloadavg(),
+                factors=FACTORS, dataset=args.dataset, models=models,
+                shape=list(train.shape), pairs=dict(fit=fit.nnz, validation=validation.nnz,
+                                                    train=train.nnz, test=test.nnz),
+                args={k: v for k, v in vars(args).items() if k != "report"},
+                started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                protocol="leave-one-out seed 0 -> train/test; train leave-one-out seed 1 -> "
+                         "fit/validation; settings and epochs chosen on validation MAP only")
+    store = Store(f"{stem}.json", meta, args.resume)
+
+    # 1. tune every model on fit / validation
+    tasks = []
+    for name in models:
+        spec = MODELS[name]
+        grid = spec["grid"][:1] if args.quick else (
+            small_grid(spec["grid"]) if args.small_grid else spec["grid"])
+        epochs = args.max_epochs if spec["kind"] in ITERATIVE else 1
+        tasks += [dict(phase="tune", role="1 thread", family=name, dataset=args.dataset,
+                       params=params, seed=args.seed, epochs=epochs, patience=args.patience)
+                  for params in grid]
+    tune_runs = run_tasks("tune", tasks, store, args.jobs, args.nice)
+
+    # 2. retrain the winners on train, 1 thread; 3. VSE-ens and our WARP again with 2
+    chosen = {name: choose(tune_runs, name) for name in models}
+    tasks = []
+    for name, run in chosen.items():
+        if run is None:
+            print(f"note: no setting of {name} produced a validation result", flush=True)
+            continue
+        roles = [1] + ([2] if name in THREAD_ROW_MODELS and not args.no_threads_row else [])
+        tasks += [dict(phase="retrain", role=f"{threads} thread(s)", family=name,
+                       dataset=args.dataset, params=run["params"], seed=args.seed,
+                       epochs=run["best_epoch"], threads=threads,
+                       best_val_map=run["best_val_map"]) for threads in roles]
+    run_tasks("retrain", [t for t in tasks if t["threads"] == 1], store, args.retrain_jobs,
+              args.nice)
+    run_tasks("threads", [t for t in tasks if t["threads"] > 1], store, 1, args.nice)
+
+    store.data["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    store.data["meta"]["load_average_at_end"] = os.getloadavg()
+    store.save()
+    write_report(store.data, stem)
+    print(f"wrote {stem}.json/.md/.png in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def summarise(data):
+    """Per-model rows (chosen setting, final/best test metrics, time-to-target, speed-ups)."""
+    runs = data["runs"]
+    retrains = {(r["family"], r["threads"]): r for r in runs if r["phase"] == "retrain"}
+    tune = [r for r in runs if r["phase"] == "tune"]
+
+    def best_map(name):
+        run = retrains.get((name, 1))
+        return max((p["map"] for p in run["curve"]), default=None) if run else None
+
+    lightfm = [n for n in ("LightFM WARP ms10", "LightFM WARP ms100") if best_map(n)]
+    reference_lfm = max(lightfm, key=best_map) if lightfm else None
+    targets = {}
+    if reference_lfm:
+        targets["lightfm"] = (reference_lfm, TARGET_FRACTION * best_map(reference_lfm))
+    if best_map(REFERENCE_WARP):
+        targets["warp"] = (REFERENCE_WARP, TARGET_FRACTION * best_map(REFERENCE_WARP))
+
+    rows = []
+    for (name, threads), run in retrains.items():
+        if not run["curve"]:
+            rows.append(dict(model=name, threads=threads, status=run["status"]))
+            continue
+        final = run["curve"][-1]
+        best = max(run["curve"], key=lambda p: p["map"])
+        row = dict(model=name, threads=threads, params=run["params"], epochs=run["epochs"],
+                   status=run["status"], best_val_map=run["best_val_map"],
+                   grid_size=sum(1 for r in tune if r["family"] == name),
+                   seconds=final["seconds"], final=final, best=best)
+        for key, (reference, target) in targets.items():
+            seconds = time_to_target(run["curve"], target)
+            own = time_to_target(retrains[(reference, 1)]["curve"], target)
+            row[f"target_{key}"] = target
+            row[f"seconds_to_{key}"] = seconds
+            row[f"speedup_{key}"] = (own / seconds) if (seconds and own) else None
+        rows.append(row)
+    order = list(MODELS)
+    rows.sort(key=lambda r: (order.index(r["model"]), r["threads"]))
+    return rows, targets
+
+
+def _num(value, digits=4):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _secs(value):
+    return "not reached" if value is None else (f"{value:.2f}" if value < 10 else f"{value:.1f}")
+
+
+def markdown(data):
+    rows, targets = summarise(data)
+    meta = data["meta"]
+    lines = [f"### {meta['dataset']}: {meta['shape'][0]:,} images × {meta['shape'][1]:,} labels",
+             "",
+             f"`{meta['command']}` — {meta.get('wall_seconds', '?')} s wall-clock, "
+             f"started {meta.get('started', '?')}.", ""]
+    lines += ["Test metrics of the validation-chosen setting retrained on the whole train split "
+              "for the validation-chosen number of epochs (*final*), and the best test MAP "
+              "along its curve (*best*, for orientation only). Seconds are training wall-clock "
+              "(evaluation excluded).", ""]
+    header = ("| model | thr | setting (grid size) | epochs | train s | P@5 | R@5 | P@10 | R@10 "
+              "| MAP | NDCG@10 | AUC | best MAP (epoch) |")
+    lines += [header, "|---" * (header.count("|") - 1) + "|"]
+    for row in rows:
+        if "final" not in row:
+            lines.append(f"| {row['model']} | {row['threads']} | {row['status']} |" + " |" * 10)
+            continue
+        f, b = row["final"], row["best"]
+        lines.append(
+            f"| {row['model']} | {row['threads']} | {_fmt_params(row['params']) or '—'} "
+            f"({row['grid_size']}) | {row['epochs']} | {_secs(row['seconds'])} | "
+            f"{_num(f['precision@5'])} | {_num(f['recall@5'])} | {_num(f['precision@10'])} | "
+            f"{_num(f['recall@10'])} | {_num(f['map'])} | {_num(f['ndcg@10'])} | "
+            f"{_num(f['auc'])} | {_num(b['map'])} ({b['epoch']}) |")
+    lines.append("")
+    if targets:
+        lines += ["Time-to-target: training seconds to reach 95% of the reference model's best "
+                  "test MAP; speed-up = the reference's own time to that target ÷ the model's. "
+                  + "; ".join(f"{key} target = 0.95 × {ref} = {value:.4f}"
+                              for key, (ref, value) in targets.items()) + ".", ""]
+        columns = [key for key in ("lightfm", "warp") if key in targets]
+        names = {"lightfm": "LightFM WARP", "warp": "our WARP"}
+        lines.append("| model | thr | " + " | ".join(
+            f"s to 95% {names[k]} | speed-up vs {names[k]}" for k in columns) + " |")
+        lines.append("|---|---|" + "---|---|" * len(columns))
+        for row in rows:
+            if "final" not in row or MODELS[row["model"]]["kind"] not in ITERATIVE:
+                continue
+            cells = []
+            for key in columns:
+                speedup = row[f"speedup_{key}"]
+                cells += [_secs(row[f"seconds_to_{key}"]),
+                          "—" if speedup is None else f"{speedup:.2f}×"]
+            lines.append(f"| {row['model']} | {row['threads']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib.pyplot with a file-only backend, or None (with a note) if not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not importable, no plot (pip install -e '.[bench]')")
+        return None
+    return plt
+
+
+def plot(data, path):
+    """Test MAP (left) and P@5 (right) vs training seconds, one line per model (1 thread)."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    runs = [r for r in data["runs"] if r["phase"] == "retrain" and r["curve"]]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    colours = plt.get_cmap("tab20")
+    order = list(MODELS)
+    for run in sorted(runs, key=lambda r: (order.index(r["family"]), r["threads"])):
+        seconds = [max(p["seconds"], 1e-3) for p in run["curve"]]
+        label = run["family"] + (f" ({run['threads']} threads)" if run["threads"] > 1 else "")
+        style = dict(color=colours(order.index(run["family"]) % 20),
+                     linestyle="--" if run["threads"] > 1 else "-",
+                     marker="o" if len(seconds) == 1 else ".", label=label)
+        for axis, key in zip(axes, ("map", "precision@5")):
+            axis.plot(seconds, [p[key] for p in run["curve"]], **style)
+    for axis, key in zip(axes, ("MAP", "P@5")):
+        axis.set_xscale("log")
+        axis.set_xlabel("training wall-clock, seconds (log; evaluation excluded)")
+        axis.set_ylabel(f"test {key}")
+        axis.grid(True, alpha=0.3)
+    meta = data["meta"]
+    figure.suptitle(f"{meta['dataset']}: {meta['shape'][0]:,} images × {meta['shape'][1]:,} "
+                    f"labels, k = {meta['factors']}, validation-tuned")
+    axes[1].legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def cross_dataset_tables(datasets):
+    """Markdown: final test MAP and P@5 of every model (rows) on every dataset (columns), and
+    VSE-ens's time-to-target speed-ups; ``datasets`` maps a name to its results JSON data."""
+    summaries = {name: summarise(data) for name, data in datasets.items()}
+    names = list(datasets)
+    lines = []
+    for key, title in (("map", "MAP"), ("precision@5", "P@5")):
+        lines += [f"Final test {title} (1 thread; best value of each column in bold):", "",
+                  "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        best = {n: max((r["final"][key] for r in summaries[n][0] if "final" in r
+                        and r["threads"] == 1 and r["model"] in DEFAULT_MODELS), default=None)
+                for n in names}
+        for model in DEFAULT_MODELS:
+            cells = []
+            for n in names:
+                row = next((r for r in summaries[n][0] if r["model"] == model
+                            and r["threads"] == 1 and "final" in r), None)
+                value = None if row is None else row["final"][key]
+                text = _num(value)
+                cells.append(f"**{text}**" if value is not None and value == best[n] else text)
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Seconds to 95% of the reference's best test MAP (speed-up over the reference's "
+              "own time), 1 thread:", "",
+              "| model | target | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for model in ("VSE-ens", "uniform hinge", "AOBPR", "BPR (ours)", REFERENCE_WARP,
+                  "LightFM WARP ms10", "LightFM WARP ms100", "implicit BPR", "implicit ALS"):
+        for key, label in (("warp", "our WARP"), ("lightfm", "LightFM WARP")):
+            cells = []
+            for n in names:
+                row = next((r for r in summaries[n][0] if r["model"] == model
+                            and r["threads"] == 1 and "final" in r), None)
+                if row is None or f"seconds_to_{key}" not in row:
+                    cells.append("—")
+                    continue
+                speedup = row[f"speedup_{key}"]
+                cells.append(_secs(row[f"seconds_to_{key}"]) + (
+                    "" if speedup is None else f" ({speedup:.2f}×)"))
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(data, stem):
+    """Write ``<stem>.md`` (tables) and ``<stem>.png`` (curves); print the tables."""
+    text = markdown(data)
+    Path(f"{stem}.md").write_text(text + "\n")
+    plot(data, f"{stem}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
