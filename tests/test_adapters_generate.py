@@ -1,7 +1,5 @@
 """Tests for ``generate_image_labels``: shape, seeding, label counts, popularity, learnability."""
 
-import time
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -119,12 +117,9 @@ def test_bad_arguments(kwargs, message):
         generate_image_labels(**kwargs)
 
 
-def test_large_generation_is_fast():
-    # the throughput benchmark's size: ~1M pairs over 5,000 labels. O(n_images * n_labels)
-    # work would take minutes; the vectorised sampler takes seconds.
-    start = time.perf_counter()
+def test_large_generation_keeps_its_size():
+    # the throughput benchmark's size: ~1M pairs over 5,000 labels (its speed is measured by
+    # benchmarks/adapters.py, not here)
     data = generate_image_labels(200_000, 5000, 5.0, random_state=0)
-    elapsed = time.perf_counter() - start
     assert data.n_pairs == pytest.approx(1_000_000, rel=0.01)
     assert sp.isspmatrix_csr(data.user_items)
-    assert elapsed < 60, f"generation took {elapsed:.1f} s"

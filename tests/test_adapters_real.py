@@ -4,7 +4,6 @@ These use the ``data_dir`` fixture (conftest.py), so they skip with the reason w
 folder is absent. Also tests ``resolve_data_dir`` and ``load_dataset``.
 """
 
-import time
 
 import numpy as np
 import pytest
@@ -44,25 +43,19 @@ def test_corel5k(data_dir):
 
 def test_delicious(data_dir):
     folder = data_dir / "delicious"
-    start = time.perf_counter()
     data = read_mulan(folder / "delicious.arff", folder / "delicious.xml")
-    elapsed = time.perf_counter() - start
     assert counts(data)[:2] == (16105, 16091)  # the 14 rows without a tag are kept
     assert (data.n_labels, data.n_pairs) == (983, 306317)
     assert "TAG_m'usica" in set(data.label_ids)  # escaped quote in both ARFF and XML
     assert data.dropped == {"missing_label_values": 0}
-    assert elapsed < 30, f"reading delicious took {elapsed:.1f} s"
 
 
 def test_nuswide81(data_dir):
     path = data_dir / "nuswide81" / "nuswide81_pairs.tsv.gz"
-    start = time.perf_counter()
     data = read_nuswide_pairs(path)
-    elapsed = time.perf_counter() - start
     assert counts(data) == (209346, 209346, 130130, 81, 503844)
     assert data.image_ids.min() == 0 and data.image_ids.max() == 269647
     assert data.dropped == {"duplicates": 0}
-    assert elapsed < 30, f"reading NUS-WIDE took {elapsed:.1f} s"
     train = read_nuswide_pairs(path, split="train")
     test = read_nuswide_pairs(path, split="test")
     assert train.n_pairs + test.n_pairs == 503844
