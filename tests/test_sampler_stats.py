@@ -608,6 +608,60 @@ def test_second_refresh_is_seen_by_the_sampler(seed, k, n):
             assert (labels == np.argmax(current[:, f])).all()
 
 
+@given(
+    seed=seeds,
+    shape=st.tuples(st.integers(1, 300), st.integers(1, 6)),
+    steps=st.lists(st.sampled_from(["same", "few rows", "small noise", "all new"]),
+                   min_size=1, max_size=10),
+    num_threads=st.sampled_from([1, 2]),
+)
+def test_refresh_is_exact_whichever_sort_it_takes(seed, shape, steps, num_threads):
+    """A refresh re-sorts each factor by insertion from the previous order when few labels
+    moved, else by radix (see _sort_factor): a sequence of refreshes after no change, a few
+    rows changed, small noise everywhere (many near-ties swapped) and entirely new factors must
+    each end exactly as NumPy's argsort and std, whichever way each factor was sorted. Values
+    are rounded to 2 decimals so that ties are common (ties may come in any order)."""
+    rng = np.random.default_rng(seed)
+    n, k = shape
+    current = np.round(rng.normal(size=shape), 2).astype(np.float32)
+    sampler = _sampler.AdaptiveSampler(n, k, 10.0, num_threads)
+    sampler.refresh(current)
+    check_refreshed(sampler, current)
+    for step in steps:
+        current = current.copy()
+        if step == "few rows":
+            rows = rng.choice(n, size=min(n, 3), replace=False)
+            current[rows] = np.round(rng.normal(size=(len(rows), k)), 2)
+        elif step == "small noise":
+            current += np.round(rng.normal(scale=0.02, size=shape), 2).astype(np.float32)
+        elif step == "all new":
+            current = np.round(rng.normal(size=shape), 2).astype(np.float32)
+        sampler.refresh(current)
+        check_refreshed(sampler, current)
+
+
+def test_refresh_sorts_by_insertion_when_little_changed_and_retries_after_radix():
+    """The incremental path is really taken, and a factor whose insertion sort gave up goes
+    straight to the radix sort for the next 7 refreshes, then tries insertion again (counted
+    by insertion_sorts). n = 2,000: a random order needs ~n^2/4 = 1e6 moves, far over the
+    budget of n + 1,024; an unchanged one needs none."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 3
+    values = rng.normal(size=(n, k)).astype(np.float32)
+    sampler = _sampler.AdaptiveSampler(n, k, 10.0, 1)
+    sampler.refresh(values)  # from the initial identity order: insertion gives up
+    assert sampler.insertion_sorts == 0
+    for _ in range(7):  # the radix streak
+        sampler.refresh(values)
+        assert sampler.insertion_sorts == 0
+    sampler.refresh(values)  # retried: nothing moved, so insertion succeeds for every factor
+    assert sampler.insertion_sorts == k
+    values[:20] += rng.normal(scale=0.01, size=(20, k))  # a few labels move a little
+    sampler.refresh(values)
+    assert sampler.insertion_sorts == 2 * k
+    check_refreshed(sampler, values)
+
+
 # =============================================================================================
 # Threads and seeds
 # =============================================================================================

@@ -39,6 +39,14 @@ cdef enum:
     RADIX_BITS = 11
     RADIX_SIZE = 2048
     RADIX_MASK = 2047
+# A refresh first re-sorts each factor by insertion, starting from the previous order (between
+# two refreshes few labels may change places); it gives up for the radix sort once the moves
+# exceed n_labels + INSERTION_BUDGET_BASE. After a factor's insertion sort gave up, the next
+# INSERTION_RETRY_AFTER - 1 refreshes of that factor go straight to the radix sort, so a model
+# whose orders change a lot wastes at most 1/INSERTION_RETRY_AFTER of a budget per refresh.
+cdef enum:
+    INSERTION_BUDGET_BASE = 1024
+    INSERTION_RETRY_AFTER = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +135,10 @@ cdef extern from "_vector.h" nogil:
                          double scale, double lr, double reg) noexcept
     int vse_draw_factor_f(const float* user, const float* sigma, int n, double u01) noexcept
     int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
+    void vse_refresh_keys_f(const float* factors, int n, int k, uint32_t* keys, double* sum,
+                            double* squares) noexcept
+    void vse_refresh_keys_d(const double* factors, int n, int k, uint32_t* keys, double* sum,
+                            double* squares) noexcept
 
 
 cdef inline floating _dot(const floating* a, const floating* b, int32_t k) noexcept nogil:
@@ -314,17 +326,6 @@ cdef inline floating _loss_scale(int loss, floating positive_score, floating neg
 # Refresh: per factor, labels sorted by value (descending) and the column's standard deviation
 # ---------------------------------------------------------------------------------------------
 
-cdef inline uint32_t _descending_key(float value) noexcept nogil:
-    """A uint32 whose ascending order is the float's descending order (IEEE-754 bit trick)."""
-    cdef uint32_t bits
-    memcpy(&bits, &value, 4)
-    if bits & 0x80000000u:
-        bits = ~bits              # negative: larger magnitude sorts first when ascending
-    else:
-        bits |= 0x80000000u       # positive: above every negative
-    return ~bits
-
-
 cdef void _radix_argsort(uint32_t* keys, uint32_t* keys_tmp, int32_t* order,
                          int32_t* order_tmp, uint32_t* counts, int32_t n) noexcept nogil:
     """Stable LSD radix argsort of ``keys`` (clobbered) into ``order``: O(n), three passes."""
@@ -360,6 +361,30 @@ cdef void _radix_argsort(uint32_t* keys, uint32_t* keys_tmp, int32_t* order,
         order_tmp[c2[d]] = order[a]
         c2[d] += 1
     memcpy(order, order_tmp, n * sizeof(int32_t))
+
+
+cdef bint _insertion_argsort(const uint32_t* keys, const int32_t* previous, int32_t* order,
+                             int32_t n, int64_t budget) noexcept nogil:
+    """Sort ``previous`` (a permutation of 0..n-1) by ``keys`` into ``order``, by insertion.
+
+    O(n + moves): cheap when ``previous`` is nearly sorted. Returns False, leaving ``order``
+    unusable, as soon as the moves exceed ``budget``. Equal keys keep their previous order.
+    """
+    cdef int32_t i, j, label
+    cdef uint32_t key
+    memcpy(order, previous, n * sizeof(int32_t))
+    for i in range(1, n):
+        label = order[i]
+        key = keys[label]
+        j = i
+        while j > 0 and keys[order[j - 1]] > key:
+            order[j] = order[j - 1]
+            j -= 1
+        budget -= i - j
+        if budget < 0:
+            return False
+        order[j] = label
+    return True
 
 
 # Atomics for the lock-free refresh hand-over (GCC / Clang builtins).
@@ -402,8 +427,11 @@ cdef class AdaptiveSampler:
     """State of the adaptive sampler: per-factor label orders and factor spreads.
 
     ``refresh(item_factors)`` rebuilds both from the current label factors: one row-major pass
-    turns every value into a radix key (and sums the columns for sigma), then each factor's
-    labels are radix-sorted, O(n_labels) per factor.
+    turns every value into a sort key (and sums the columns for sigma), then each factor's
+    labels are sorted: by insertion from the previous refresh's order when few labels changed
+    places (O(n_labels + moves); the usual case with few labels), else by an LSD radix sort
+    (O(n_labels)). The whole order is rebuilt, not only its top and bottom: with the default
+    lambda = 0.3 * n_labels every rank can be drawn.
 
     The state is double-buffered. During an epoch the thread whose pairs cross the next refresh
     point rebuilds the back buffer on its own and then publishes it, while the other threads
@@ -436,6 +464,8 @@ cdef class AdaptiveSampler:
     cdef AdaptiveView views[2]
     cdef int front                       # which buffer the samplers read
     cdef int refreshing                  # lock: one refresh at a time
+    cdef readonly long long insertion_sorts  # factor sorts done by insertion (the rest: radix)
+    cdef int32_t[::1] _radix_streak      # per factor: radix sorts since insertion last gave up
 
     def __init__(self, int32_t n_labels, int32_t n_factors, double rank_decay, int num_threads=1):
         if n_labels < 1 or n_factors < 1:
@@ -446,7 +476,9 @@ cdef class AdaptiveSampler:
         self.n_factors = n_factors
         self.rank_decay = rank_decay
         self.num_threads = max(1, num_threads)
-        self._sorted_buffers = np.zeros((2, n_factors, n_labels), dtype=np.int32)
+        # both buffers start as valid orders (the identity), which refresh sorts from
+        self._sorted_buffers = np.broadcast_to(
+            np.arange(n_labels, dtype=np.int32), (2, n_factors, n_labels)).copy()
         self._sigma_buffers = np.zeros((2, n_factors), dtype=np.float64)
         self._sorted = self._sorted_buffers
         self._sigma = self._sigma_buffers
@@ -466,6 +498,8 @@ cdef class AdaptiveSampler:
             self.views[b].rank_norm = _rank_norm(n_labels, rank_decay)
         self.front = 0
         self.refreshing = 0
+        self.insertion_sorts = 0
+        self._radix_streak = np.zeros(n_factors, dtype=np.int32)
 
     @property
     def sorted_labels(self):
@@ -491,23 +525,16 @@ cdef class AdaptiveSampler:
 
     cdef void _rebuild(self, const floating* item_factors, int num_threads) noexcept nogil:
         """Rebuild the back buffer from ``item_factors`` and publish it as the front."""
-        cdef int32_t n = self.n_labels, k = self.n_factors, a, f
+        cdef int32_t n = self.n_labels, k = self.n_factors, f
         cdef int back = 1 - self.front, tid
-        cdef double x, mean
+        cdef double mean
         cdef double* shift_sum = &self._moments[0, 0]
         cdef double* shift_squares = &self._moments[1, 0]
-        # one row-major pass: keys[f, a] and the column sums; values are shifted by the first
-        # label's value so the sum of squares does not cancel when a column's mean is large
-        for f in range(k):
-            shift_sum[f] = 0
-            shift_squares[f] = 0
-        for a in range(n):
-            for f in range(k):
-                x = item_factors[<int64_t> a * k + f]
-                self._keys[f, a] = _descending_key(<float> x)
-                x = x - item_factors[f]
-                shift_sum[f] += x
-                shift_squares[f] += x * x
+        # one row-major pass: keys[f, a] and the column sums (see _vector.h)
+        if floating is float:
+            vse_refresh_keys_f(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
+        else:
+            vse_refresh_keys_d(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
         for f in range(k):
             mean = shift_sum[f] / n
             self._sigma[back, f] = sqrt(max(shift_squares[f] / n - mean * mean, 0.0))
@@ -523,9 +550,19 @@ cdef class AdaptiveSampler:
         vse_atomic_store(&self.front, back)
 
     cdef inline void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
+        """Factor f's labels by key into ``buffer``: insertion from the other buffer's order
+        (the previous refresh), or the radix sort when too much has changed."""
+        cdef int32_t n = self.n_labels
         cdef uint32_t* keys = &self._key_scratch[scratch, 0]
+        cdef int64_t budget = <int64_t> n + INSERTION_BUDGET_BASE
+        if self._radix_streak[f] == 0:
+            if _insertion_argsort(&self._keys[f, 0], &self._sorted[1 - buffer, f, 0],
+                                  &self._sorted[buffer, f, 0], n, budget):
+                vse_atomic_add(&self.insertion_sorts, 1)
+                return
+        self._radix_streak[f] = (self._radix_streak[f] + 1) % INSERTION_RETRY_AFTER
         _radix_argsort(&self._keys[f, 0], keys, &self._sorted[buffer, f, 0],
-                       &self._order_scratch[scratch, 0], keys + self.n_labels, self.n_labels)
+                       &self._order_scratch[scratch, 0], keys + n, n)
 
 
 # ---------------------------------------------------------------------------------------------

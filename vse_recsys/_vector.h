@@ -8,6 +8,8 @@
 #define VSE_RECSYS_VECTOR_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #define VSE_DOT(NAME, T)                                                        \
     static inline T NAME(const T* a, const T* b, int n) {                      \
@@ -120,6 +122,40 @@ static inline void vse_prefetch_read(const void* p, long bytes) {
             user[i] += lr * (scale * (pos[i] - neg[i]) - reg * user[i]);        \
     }
 
+/* The refresh's one pass over the label factors (n rows of k): keys[f * n + a] is a uint32
+ * whose ascending order is the descending order of (float) factors[a, f] (IEEE-754 bit trick,
+ * branch-free so it vectorises), and per column f the sums of x - factors[0, f] and of its
+ * square (shifted by the first row so that the variance does not cancel when the mean is large).
+ * Rows are taken in blocks of 16: the key writes go to 16 consecutive slots of each of the k
+ * key rows while the block's factor rows stay in L1. */
+#define VSE_REFRESH_BLOCK 16
+#define VSE_REFRESH_KEYS(NAME, T)                                               \
+    static inline void NAME(const T* factors, int n, int k, uint32_t* keys,    \
+                            double* sum, double* squares) {                     \
+        for (int f = 0; f < k; f++) { sum[f] = 0; squares[f] = 0; }            \
+        for (int a0 = 0; a0 < n; a0 += VSE_REFRESH_BLOCK) {                     \
+            int a1 = a0 + VSE_REFRESH_BLOCK < n ? a0 + VSE_REFRESH_BLOCK : n;   \
+            for (int f = 0; f < k; f++) {                                       \
+                uint32_t* out = keys + (int64_t) f * n;                         \
+                for (int a = a0; a < a1; a++) {                                 \
+                    float x = (float) factors[(int64_t) a * k + f];             \
+                    uint32_t bits;                                              \
+                    memcpy(&bits, &x, 4);                                       \
+                    out[a] = ~(bits ^ ((uint32_t) ((int32_t) bits >> 31) | 0x80000000u)); \
+                }                                                               \
+            }                                                                   \
+            for (int a = a0; a < a1; a++) {                                     \
+                const T* row = factors + (int64_t) a * k;                       \
+                _Pragma("omp simd")                                             \
+                for (int f = 0; f < k; f++) {                                   \
+                    double x = (double) row[f] - (double) factors[f];           \
+                    sum[f] += x;                                                \
+                    squares[f] += x * x;                                        \
+                }                                                               \
+            }                                                                   \
+        }                                                                       \
+    }
+
 VSE_DOT(vse_dot_f, float)
 VSE_DOT(vse_dot_d, double)
 VSE_STEP(vse_step_f, float)
@@ -128,5 +164,7 @@ VSE_STEP_USER(vse_step_user_f, float)
 VSE_STEP_USER(vse_step_user_d, double)
 VSE_DRAW_FACTOR(vse_draw_factor_f, float, fabsf)
 VSE_DRAW_FACTOR(vse_draw_factor_d, double, fabs)
+VSE_REFRESH_KEYS(vse_refresh_keys_f, float)
+VSE_REFRESH_KEYS(vse_refresh_keys_d, double)
 
 #endif
