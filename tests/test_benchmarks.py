@@ -149,3 +149,36 @@ def test_scaling_quick_measures_both_models_at_every_size(bench, tmp_path):
             assert row["speedup"] == pytest.approx(1.0)
     assert set(data["summary"]["learning_rates"]) == {"VSE-ens", "WARP (ours)"}
     assert "| 600 | 2 | VSE-ens |" in out.with_suffix(".md").read_text()
+
+
+@pytest.fixture
+def script(monkeypatch):
+    """Import one of the other benchmark scripts by name (benchmarks folder on sys.path)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
+
+
+def test_throughput_quick_prints_every_model_and_the_ratios(script, capsys):
+    script("throughput").main(["--quick", "--threads", "1"])
+    out = capsys.readouterr().out
+    for model in ("VSE-ens (adaptive+hinge)", "uniform+hinge", "uniform+bpr", "implicit BPR"):
+        assert model in out
+    assert "uniform+bpr / implicit BPR pairs/s" in out and "VSE-ens refresh share" in out
+
+
+def test_adapters_benchmark_times_every_shared_dataset(script, data_dir, capsys):
+    script("adapters").main(["--data-dir", str(data_dir), "--repeats", "1"])
+    out = capsys.readouterr().out
+    for name in ("corel5k", "delicious", "nuswide81", "movielens-100k", "generated 200k x 5k"):
+        assert name in out
+    assert "306317" in out  # delicious' pair count, as in the shared README
+
+
+def test_foldin_benchmark_reports_the_ratio_to_trained(script, data_dir, capsys):
+    script("foldin").main(["--dataset", "movielens-100k", "--data-dir", str(data_dir),
+                           "--iterations", "2", "--threads", "1", "--fold-in-iterations", "2",
+                           "--unseen-fraction", "0.1"])
+    out = capsys.readouterr().out
+    assert "movielens-100k" in out and "%" in out

@@ -221,3 +221,54 @@ def test_training_draws_harder_negatives_with_the_adaptive_sampler():
             _sampler.make_rng_states(np.random.default_rng(0), 1), 10**9, 1)
         rates[sampler] = stats["violations"] / stats["pairs"]
     assert rates[_sampler.Sampler.ADAPTIVE] > 1.25 * rates[_sampler.Sampler.UNIFORM], rates
+
+
+@pytest.mark.parametrize("candidates", [1, 3])
+def test_each_pair_trains_on_the_highest_scoring_of_its_candidates(candidates):
+    """With ``candidates = c`` and the uniform sampler over M = 20 negatives, the negative
+    trained on is the best-scoring of c independent uniform draws, so the one ranked r-th
+    (r = 1 the highest) is chosen with probability ((M - r + 1)^c - (M - r)^c) / M^c.
+
+    Read off the updates: 40,000 images share the vector (1, 0) and the single positive label 0;
+    negative a has the vector (a, 0), so its score is a; the margin is huge, so every pair
+    violates and moves its negative's first coordinate by exactly -lr (reg 0). The learning
+    rate (1e-6) moves a score by at most 0.04 over the epoch, far less than the gap of 1
+    between two negatives, so the ranking stays fixed. A chi-square goodness-of-fit p-value
+    below 1e-6 fails; a kernel that ignores ``candidates`` (c = 3 judged as uniform) gives a
+    chi-square in the tens of thousands, p ~ 0.
+    """
+    from scipy import stats
+
+    n_images, m, lr = 40_000, 20, 1e-6
+    users = np.zeros((n_images, 2))
+    users[:, 0] = 1
+    items = np.zeros((m + 1, 2))
+    items[0, 0] = m + 1.0
+    items[1:, 0] = np.arange(1, m + 1)
+    before = items.copy()
+    indptr = np.arange(n_images + 1, dtype=np.int64)
+    indices = np.zeros(n_images, dtype=np.int32)
+    stats_ = _sampler.train_epoch(
+        users, items, indptr, indices, np.arange(n_images, dtype=np.int32), indices,
+        _sampler.Loss.HINGE, _sampler.Sampler.UNIFORM, None, lr, 0.0, 1e6, 10, True,
+        _sampler.warp_rank_weights(m + 1), _sampler.make_rng_states(np.random.default_rng(0), 1),
+        10**9, 1, candidates=candidates)
+    # (draws that hit the positive are redrawn and counted, so draws >= candidates per pair)
+    assert stats_["draws"] >= candidates * n_images and stats_["updates"] == n_images
+    chosen = np.rint((before[1:, 0] - items[1:, 0]) / lr).astype(int)  # per negative a = 1..M
+    assert chosen.sum() == n_images
+    by_rank = chosen[::-1]  # rank 1 = label M, the highest score
+    r = np.arange(1, m + 1)
+    expected = ((m - r + 1.0) ** candidates - (m - r) ** candidates) / m**candidates
+    p_value = stats.chisquare(by_rank, n_images * expected).pvalue
+    assert p_value > 1e-6, (by_rank, p_value)
+
+
+def test_train_epoch_refuses_candidates_for_warp():
+    users, items, indptr, indices, pair_users, pair_labels = _epoch_inputs()
+    with pytest.raises(ValueError, match="1 for WARP"):
+        _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
+                             _sampler.Loss.WARP, _sampler.Sampler.UNIFORM, None, 0.05, 0.01, 1.0,
+                             10, True, _sampler.warp_rank_weights(items.shape[0]),
+                             _sampler.make_rng_states(np.random.default_rng(0), 1), 50, 1,
+                             candidates=2)

@@ -50,3 +50,7 @@ class TestAdaptiveHingeTwoThreads(_config(loss="hinge", sampler="adaptive", num_
 
 class TestAdaptiveHingeFloat64(_config(loss="hinge", sampler="adaptive", dtype="float64")):
     pass
+
+
+class TestAdaptiveHingeBestOfThree(_config(loss="hinge", sampler="adaptive", candidates=3)):
+    """Three adaptive candidates per pair, the highest-scoring one trained on."""

@@ -263,6 +263,27 @@ cdef inline int32_t _sample_negative(const floating* user, Positives positives, 
     return _nth_negative(positives, <int32_t> rng_below(rng, <uint32_t> (n_labels - positives.count)))
 
 
+cdef inline int32_t _best_candidate(const floating* user, const floating* item_factors,
+                                   int32_t n_factors, int32_t positive, Positives positives,
+                                   int sampler, const AdaptiveView* view, int32_t n_labels,
+                                   bint verify, uint64_t* rng, int64_t* draws, int more,
+                                   int32_t negative, floating* negative_score) noexcept nogil:
+    """Draw ``more`` further negatives; return the highest-scoring of them and ``negative``
+    (whose score is ``negative_score[0]``, updated to the winner's)."""
+    cdef int32_t other
+    cdef floating score
+    cdef int draw
+    for draw in range(more):
+        other = _sample_negative(user, positives, sampler, view, n_labels, verify, rng, draws, -1)
+        if other < 0 or other == positive:
+            continue
+        score = _dot(user, item_factors + <int64_t> other * n_factors, n_factors)
+        if score > negative_score[0]:
+            negative = other
+            negative_score[0] = score
+    return negative
+
+
 cdef inline int32_t _warp_search(const floating* user, floating positive_score,
                                  const floating* item_factors, int32_t n_factors,
                                  Positives positives, int32_t n_labels, floating margin,
@@ -592,8 +613,12 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 double learning_rate, double regularization, double margin,
                 int max_sampled, bint verify_negative_samples,
                 const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
-                int64_t refresh_interval, int num_threads, bint update_labels=True):
+                int64_t refresh_interval, int num_threads, bint update_labels=True,
+                int candidates=1):
     """Train on every (image, label) pair given, in the order given; Hogwild across threads.
+
+    With ``candidates`` > 1 (hinge and BPR), each pair draws that many negatives from its
+    sampler and trains on the one the model scores highest (one more dot product each).
 
     With ``update_labels=False`` only image vectors change (folding new images into a trained
     model): the label factors and the adaptive sampler (refreshed once, at the start) stay as
@@ -664,6 +689,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         raise ValueError("need one RNG state per thread")
     if refresh_interval < 1:
         raise ValueError("refresh_interval must be >= 1")
+    if candidates < 1 or (candidates > 1 and loss == WARP):
+        raise ValueError(f"candidates must be >= 1, and 1 for WARP (got {candidates})")
     thread_rng = _cache_aligned_rows(num_threads, RNG_STRIDE, np.uint64)
     thread_rng[:, :4] = rng_states[:num_threads, :4]
 
@@ -737,6 +764,12 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                         counts[SKIPPED] += 1
                         continue
                     negative_score = _dot(user, &item_factors[negative, 0], k)
+                    if candidates > 1:
+                        negative = _best_candidate(user, &item_factors[0, 0], k, positive,
+                                                   positives, sampler, view, n_labels,
+                                                   verify_negative_samples, rng,
+                                                   &counts[DRAWS], candidates - 1, negative,
+                                                   &negative_score)
                     if m - positive_score + negative_score > 0:
                         counts[VIOLATIONS] += 1
                     scale = _loss_scale(loss, positive_score, negative_score, m, weight)

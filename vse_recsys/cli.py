@@ -191,6 +191,8 @@ _MODEL_OPTIONS = (
     ("--refresh-interval", "refresh_interval", int,
      "sampled pairs between refreshes of the adaptive sampler (default: n_labels ln n_labels)"),
     ("--max-sampled", "max_sampled", int, "WARP: most draws per positive pair"),
+    ("--candidates", "candidates", int,
+     "hinge / BPR: negatives drawn per pair, the highest-scoring one is used (default 1)"),
     ("--init-scale", "init_scale", float, "standard deviation of the initial factors"),
     ("--fold-in-iterations", "fold_in_iterations", int,
      "passes over a new image's labels when it is folded in (tag --labels)"),

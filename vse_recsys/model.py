@@ -19,8 +19,9 @@ from .memory import check_memory, estimate_fit_memory
 LOSSES = {"hinge": _sampler.Loss.HINGE, "warp": _sampler.Loss.WARP, "bpr": _sampler.Loss.BPR}
 SAMPLERS = {"uniform": _sampler.Sampler.UNIFORM, "adaptive": _sampler.Sampler.ADAPTIVE}
 #: Version of the layout ``VSEEns.save`` writes (``format_version`` in the file); ``load``
-#: refuses higher ones. Files written before the key existed read as version 1.
-FORMAT_VERSION = 1
+#: refuses higher ones. Files written before the key existed read as version 1; version 2
+#: added ``candidates``.
+FORMAT_VERSION = 2
 # constructor arguments stored by ``save`` (besides dtype and an int random_state)
 _SAVED_PARAMS = (
     "factors",
@@ -33,6 +34,7 @@ _SAVED_PARAMS = (
     "rank_decay",
     "refresh_interval",
     "max_sampled",
+    "candidates",
     "verify_negative_samples",
     "init_scale",
     "fold_in_iterations",
@@ -88,6 +90,10 @@ class VSEEns(MatrixFactorizationBase):
         and spreads. ``None``: ``n_labels * ln(n_labels)`` (the paper's choice).
     max_sampled : int
         WARP: most uniform draws per positive pair before giving up on it.
+    candidates : int
+        Hinge and BPR: negatives drawn per positive pair; the one the model scores highest is
+        trained on (one more dot product per extra candidate). 1 is the paper's VSE-ens; more
+        makes every negative harder (see the README for what it measured). WARP needs 1.
     verify_negative_samples : bool
         Redraw a sampled label that is a positive of the image. With ``False`` sampling is a
         little faster, and a positive is sometimes used as a negative.
@@ -137,6 +143,7 @@ class VSEEns(MatrixFactorizationBase):
         rank_decay=0.3,
         refresh_interval=None,
         max_sampled=100,
+        candidates=1,
         verify_negative_samples=True,
         init_scale=0.01,
         fold_in_iterations=20,
@@ -155,6 +162,7 @@ class VSEEns(MatrixFactorizationBase):
         self.rank_decay = rank_decay
         self.refresh_interval = refresh_interval
         self.max_sampled = max_sampled
+        self.candidates = candidates
         self.verify_negative_samples = verify_negative_samples
         self.init_scale = init_scale
         self.fold_in_iterations = fold_in_iterations
@@ -279,6 +287,7 @@ class VSEEns(MatrixFactorizationBase):
                     rng_states,
                     self._refresh_interval(n_labels),
                     num_threads,
+                    candidates=self.candidates,
                 )
                 elapsed = time.perf_counter() - started
                 self._keep_if_finite(epoch)
@@ -325,6 +334,12 @@ class VSEEns(MatrixFactorizationBase):
         _check_number("factors", self.factors, integer=True, low=1)
         _check_number("iterations", self.iterations, integer=True, low=0)
         _check_number("max_sampled", self.max_sampled, integer=True, low=1)
+        _check_number("candidates", self.candidates, integer=True, low=1)
+        if self.loss == "warp" and self.candidates != 1:
+            raise ValueError(
+                f"loss='warp' needs candidates=1, got {self.candidates}: WARP searches for a "
+                "violating negative itself (max_sampled)"
+            )
         _check_number("learning_rate", self.learning_rate, low=0, strict=True)
         _check_number("regularization", self.regularization, low=0)
         _check_number("margin", self.margin, low=0)
@@ -547,6 +562,7 @@ class VSEEns(MatrixFactorizationBase):
             max(1, len(order)),
             num_threads,
             False,
+            self.candidates,
         )
         if not _scores_finite(vectors, self.item_factors):
             raise DivergenceError(
