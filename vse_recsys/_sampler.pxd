@@ -5,7 +5,7 @@ Everything here runs without the GIL. Helpers used in hot loops are ``inline ...
 nogil`` so Cython never has to take the GIL to check for an exception.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 ctypedef fused floating:
     float

@@ -587,6 +587,148 @@ cdef class AdaptiveSampler:
 
 
 # ---------------------------------------------------------------------------------------------
+# The epoch's order: every pair once, uniformly shuffled
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    SHUFFLE_PILE = 4096            # pairs per pile: 32 KiB of packed pairs, shuffled in L1/L2
+    MAX_PILES = 65536              # pile numbers are uint16
+
+
+cdef inline int32_t _image_of(const int64_t* indptr, int32_t n_images, int64_t pair) noexcept nogil:
+    """The image whose labels include stored pair number ``pair`` (binary search in indptr)."""
+    cdef int32_t low = 0, high = n_images, middle
+    while low < high:  # the largest i with indptr[i] <= pair
+        middle = low + (high - low + 1) // 2
+        if indptr[middle] <= pair:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+cdef class PairShuffler:
+    """A fresh, uniformly random order of a fixed list of (image, label) pairs, per call.
+
+    Rao-Sandelius shuffle: every pair goes to one of ``n_piles`` piles uniformly at random,
+    then each pile is Fisher-Yates shuffled, and the piles are read one after the other; the
+    result is a uniformly random permutation. Unlike one Fisher-Yates pass over the whole list
+    (NumPy's ``permutation``: a cache miss per pair, serial), both passes are cache-friendly
+    and split across threads: the shuffle of 1M pairs drops from ~70 ms to a few ms.
+
+    With one thread (and the same RNG states) the order is reproducible; with ``T`` threads it
+    is reproducible for the same ``T``. The buffers (18 bytes per pair) are allocated once and
+    reused: ``shuffle`` refills and returns the same two arrays every call.
+
+    Parameters
+    ----------
+    indptr : int64 array, indices : int32 array
+        The pairs, as a CSR matrix's row pointers and column indices: image ``i`` has the
+        labels ``indices[indptr[i]:indptr[i + 1]]``.
+    num_threads : int
+    pile_size : int
+        Pairs per pile on average (tests make it tiny to exercise many piles).
+    """
+
+    cdef readonly int64_t n_pairs
+    cdef readonly int32_t n_piles
+    cdef readonly int num_threads
+    cdef const int64_t[::1] _indptr
+    cdef const int32_t[::1] _labels
+    cdef uint16_t[::1] _pile
+    cdef uint64_t[::1] _packed
+    cdef int64_t[:, ::1] _cursor       # (threads, piles): next slot of each thread in each pile
+    cdef int64_t[::1] _pile_start      # (piles + 1): where each pile starts
+    cdef int32_t[::1] _users_out
+    cdef int32_t[::1] _labels_out
+    cdef object _users_array, _labels_array
+
+    def __init__(self, const int64_t[::1] indptr, const int32_t[::1] indices,
+                 int num_threads=1, int64_t pile_size=SHUFFLE_PILE):
+        if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != indices.shape[0]:
+            raise ValueError("indptr must start at 0 and end at len(indices)")
+        if num_threads < 1 or pile_size < 1:
+            raise ValueError("need num_threads >= 1 and pile_size >= 1")
+        self.n_pairs = indices.shape[0]
+        self.num_threads = num_threads
+        self.n_piles = <int32_t> max(1, min(MAX_PILES, (self.n_pairs + pile_size - 1) // pile_size))
+        self._indptr = indptr
+        self._labels = indices
+        self._pile = np.empty(self.n_pairs, dtype=np.uint16)
+        self._packed = np.empty(self.n_pairs, dtype=np.uint64)
+        self._cursor = np.zeros((num_threads, self.n_piles), dtype=np.int64)
+        self._pile_start = np.zeros(self.n_piles + 1, dtype=np.int64)
+        self._users_array = np.empty(self.n_pairs, dtype=np.int32)
+        self._labels_array = np.empty(self.n_pairs, dtype=np.int32)
+        self._users_out = self._users_array
+        self._labels_out = self._labels_array
+
+    def shuffle(self, uint64_t[:, ::1] rng_states):
+        """(pair_images, pair_labels) in a new random order; advances ``rng_states``."""
+        cdef int T = self.num_threads, t
+        cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, j, start, stop
+        cdef int64_t running = 0, count, first, last, i
+        cdef int32_t B = self.n_piles, b, image
+        cdef uint64_t swap
+        cdef uint64_t* rng
+        cdef uint64_t[:, ::1] thread_rng
+        if rng_states.shape[0] < T or rng_states.shape[1] < 4:
+            raise ValueError(f"need {T} RNG states")
+        thread_rng = _cache_aligned_rows(T, RNG_STRIDE, np.uint64)
+        thread_rng[:, :4] = rng_states[:T, :4]
+        self._cursor[:, :] = 0
+        with nogil:
+            # 1. each thread deals its share of the pairs into piles, counting per pile
+            with parallel(num_threads=T):
+                t = threadid()
+                rng = &thread_rng[t, 0]
+                start = t * chunk
+                stop = min(n, start + chunk)
+                for j in range(start, stop):
+                    b = <int32_t> rng_below(rng, <uint32_t> B)
+                    self._pile[j] = <uint16_t> b
+                    self._cursor[t, b] += 1
+            # 2. pile b holds thread 0's pairs of b, then thread 1's, ...
+            for b in range(B):
+                self._pile_start[b] = running
+                for t in range(T):
+                    count = self._cursor[t, b]
+                    self._cursor[t, b] = running
+                    running += count
+            self._pile_start[B] = running
+            # 3. each thread moves its pairs into their piles, packed as (image << 32 | label)
+            with parallel(num_threads=T):
+                t = threadid()
+                start = t * chunk
+                stop = min(n, start + chunk)
+                image = _image_of(&self._indptr[0], self._indptr.shape[0] - 1, start)
+                for j in range(start, stop):
+                    while self._indptr[image + 1] <= j:  # (skips images without labels)
+                        image = image + 1
+                    b = self._pile[j]
+                    self._packed[self._cursor[t, b]] = (
+                        (<uint64_t> <uint32_t> image) << 32 | <uint32_t> self._labels[j])
+                    self._cursor[t, b] += 1
+            # 4. Fisher-Yates within each pile (static schedule: reproducible for a given T),
+            #    unpacked into the two output arrays
+            with parallel(num_threads=T):
+                rng = &thread_rng[threadid(), 0]
+                for b in prange(B, schedule="static"):
+                    first = self._pile_start[b]
+                    last = self._pile_start[b + 1]
+                    for i in range(last - 1, first, -1):
+                        j = first + <int64_t> rng_below(rng, <uint32_t> (i - first + 1))
+                        swap = self._packed[i]
+                        self._packed[i] = self._packed[j]
+                        self._packed[j] = swap
+                    for i in range(first, last):
+                        self._users_out[i] = <int32_t> (self._packed[i] >> 32)
+                        self._labels_out[i] = <int32_t> (self._packed[i] & 0xFFFFFFFFu)
+        rng_states[:T, :4] = thread_rng[:, :4]
+        return self._users_array, self._labels_array
+
+
+# ---------------------------------------------------------------------------------------------
 # One epoch
 # ---------------------------------------------------------------------------------------------
 

@@ -21,14 +21,15 @@ threads; ``nnz`` stored entries of the training matrix)::
     training          2 * (n_images + n_labels) * k * s  the factors and the copy of the last
                                                          completed epoch's (for Ctrl-C and
                                                          divergence)
-                      + 20 * nnz                         each pair's image (int32), and per epoch
-                                                         the permutation (int64) and the
-                                                         permuted images and labels (int32)
+                      + 18 * nnz                         the shuffle's buffers: pile numbers
+                                                         (uint16), packed pairs (uint64) and
+                                                         the epoch's images and labels (int32)
                       + 12 * k * n_labels                adaptive sampler: two buffers of
                       + T * (8 * n_labels + 24 KiB)      per-factor label orders and the sort
                                                          keys, per-thread radix-sort scratch
                       + 8 * n_labels                     WARP rank weights
-                      + 8 * max(n_images, n_labels)      row norms of the divergence check
+                      + 8 * max(n_images, n_labels)      row norms of the divergence check,
+                      + 192 KiB                          and einsum's float64 cast buffers
                       + 64 KiB                           other: RNG states, counters, objects
 
 When a fit continues from fitted factors, they exist already: only their copy counts, and there
@@ -43,6 +44,7 @@ __all__ = ["InsufficientMemoryError", "MemoryEstimate", "available_memory", "est
 
 _RADIX_SCRATCH = 3 * 2048 * 4  # per thread: the radix sort's three digit-count tables (uint32)
 _FIXED_OVERHEAD = 64 * 1024  # RNG states, counters, progress bar and other Python objects
+_EINSUM_BUFFERS = 3 * 8192 * 8  # the row-norm einsum casts in buffers of 8,192 float64 values
 _OUTSIDE_TRAINING = ("training matrix", "initialisation")  # terms not part of the training phase
 
 
@@ -98,14 +100,14 @@ def estimate_fit_memory(
         "training matrix": 12 * nnz + 16 * (n_images + 1),
         "factors": (2 if new_model else 1) * factor_bytes,
         "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
-        "pairs": 20 * nnz,
+        "pairs": 18 * nnz,
         "adaptive sampler": (
             12 * k * n_labels + max(1, int(num_threads)) * (8 * n_labels + _RADIX_SCRATCH)
             if adaptive
             else 0
         ),
         "WARP weights": 8 * max(n_labels, 2),
-        "divergence check": 8 * max(n_images, n_labels),
+        "divergence check": 8 * max(n_images, n_labels) + _EINSUM_BUFFERS,
         "other": _FIXED_OVERHEAD,
     }
     # the float64 draws are freed before training allocates its copies, pairs and sampler

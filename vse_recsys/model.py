@@ -260,21 +260,23 @@ class VSEEns(MatrixFactorizationBase):
             )
         indptr = user_items.indptr.astype(np.int64)
         indices = user_items.indices
-        pair_images = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
         rng_states = _sampler.make_rng_states(generator, num_threads)
+        # each epoch's fresh order of the pairs, from its own RNG streams
+        shuffler = _sampler.PairShuffler(indptr, indices, num_threads)
+        shuffle_states = _sampler.make_rng_states(generator, num_threads)
         warp_weights = _sampler.warp_rank_weights(n_labels)
 
         with tqdm(total=self.iterations, disable=not show_progress, desc="VSEEns") as progress:
             for epoch in range(self.iterations):
                 started = time.perf_counter()
-                order = generator.permutation(len(indices))
+                epoch_images, epoch_labels = shuffler.shuffle(shuffle_states)
                 stats = _sampler.train_epoch(
                     self.user_factors,
                     self.item_factors,
                     indptr,
                     indices,
-                    pair_images[order],
-                    indices[order],
+                    epoch_images,
+                    epoch_labels,
                     LOSSES[self.loss],
                     SAMPLERS[self.sampler],
                     adaptive,
