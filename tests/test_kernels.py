@@ -355,3 +355,70 @@ def test_shuffle_is_reproducible_and_fresh_every_epoch():
 def test_shuffler_refuses_inconsistent_pairs():
     with pytest.raises(ValueError, match="indptr must start at 0 and end at len"):
         _sampler.PairShuffler(np.array([0, 3], dtype=np.int64), np.zeros(2, dtype=np.int32))
+
+
+def test_shuffle_and_fit_work_when_openmp_gives_fewer_threads_than_asked():
+    """OpenMP may start fewer threads than requested (OMP_THREAD_LIMIT, a build without
+    OpenMP, nested parallelism). The shuffle splits its work into fixed shares, not by thread
+    id, so every pair is still placed, the order is the one two real threads would give, and a
+    2-thread fit trains normally (found by review: shares of missing threads were skipped and
+    training read garbage pair indices)."""
+    code = """
+import numpy as np
+from vse_recsys import VSEEns, _sampler
+indptr = np.arange(0, 3001, 3, dtype=np.int64)
+indices = np.tile(np.arange(3, dtype=np.int32), 1000)
+shuffler = _sampler.PairShuffler(indptr, indices, 2, 64)
+images, labels = shuffler.shuffle(_sampler.make_rng_states(np.random.default_rng(0), 2))
+assert sorted(zip(images.tolist(), labels.tolist())) == [(i, a) for i in range(1000) for a in range(3)]
+np.save("order.npy", np.stack([images, labels]))
+rng = np.random.default_rng(0)
+import scipy.sparse as sp
+matrix = sp.random(400, 50, density=0.1, format="csr", random_state=0, dtype=np.float32)
+model = VSEEns(factors=8, iterations=2, num_threads=2, random_state=0).fit(matrix, show_progress=False)
+assert np.isfinite(model.user_factors).all() and model.fit_history[-1]["threads_used"] == 1
+print("ok")
+"""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        env = dict(os.environ, OMP_THREAD_LIMIT="1")
+        result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+        limited = np.load(Path(folder) / "order.npy")
+    indptr = np.arange(0, 3001, 3, dtype=np.int64)
+    indices = np.tile(np.arange(3, dtype=np.int32), 1000)
+    shuffler = _sampler.PairShuffler(indptr, indices, 2, 64)
+    images, labels = shuffler.shuffle(_sampler.make_rng_states(np.random.default_rng(0), 2))
+    np.testing.assert_array_equal(limited, np.stack([images, labels]))
+
+
+def test_extra_candidates_are_never_positives_even_without_verification():
+    """Best of c unverified draws would almost always pick one of the image's other positives
+    (they score highest). Image 0 has positives 0..9 scored far above the 10 negatives; with
+    verification off, the first draw is a positive about half the time (and then trained on,
+    as documented), but an extra candidate never is: with c = 4 the fraction of updates that
+    used a positive stays near one draw's 1/2, far from 1 - (1/2)^4."""
+    n_images, lr = 20_000, 1e-9
+    users = np.zeros((n_images, 2))
+    users[:, 0] = 1
+    items = np.zeros((20, 2))
+    items[:10, 0] = 100 + np.arange(10)  # positives: the highest scores
+    items[10:, 0] = np.arange(10)
+    indptr = np.arange(0, 10 * n_images + 1, 10, dtype=np.int64)
+    indices = np.tile(np.arange(10, dtype=np.int32), n_images)
+    pair_users = np.arange(n_images, dtype=np.int32)
+    pair_labels = np.full(n_images, 9, dtype=np.int32)  # each image trains positive 9 once
+    before = items.copy()
+    _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
+                         _sampler.Loss.HINGE, _sampler.Sampler.UNIFORM, None, lr, 0.0, 1e6, 10,
+                         False, _sampler.warp_rank_weights(20),
+                         _sampler.make_rng_states(np.random.default_rng(0), 1), 10**9, 1,
+                         candidates=4)
+    # a label used as the negative moves down by lr per use (positive 9 moves up as positive)
+    used = np.rint((before[:, 0] - items[:, 0]) / lr).astype(int)
+    used[9] = 0
+    positive_fraction = used[:10].sum() / used.sum()
+    assert 0.40 < positive_fraction < 0.60, (positive_fraction, used)

@@ -269,13 +269,17 @@ cdef inline int32_t _best_candidate(const floating* user, const floating* item_f
                                    bint verify, uint64_t* rng, int64_t* draws, int more,
                                    int32_t negative, floating* negative_score) noexcept nogil:
     """Draw ``more`` further negatives; return the highest-scoring of them and ``negative``
-    (whose score is ``negative_score[0]``, updated to the winner's)."""
+    (whose score is ``negative_score[0]``, updated to the winner's).
+
+    An extra draw that is a positive of the image is skipped even without verification: a
+    positive usually outscores every negative, so keeping the best of c unverified draws would
+    train on a positive far more often than one unverified draw does."""
     cdef int32_t other
     cdef floating score
     cdef int draw
     for draw in range(more):
         other = _sample_negative(user, positives, sampler, view, n_labels, verify, rng, draws, -1)
-        if other < 0 or other == positive:
+        if other < 0 or other == positive or (not verify and _is_positive(positives, other)):
             continue
         score = _dot(user, item_factors + <int64_t> other * n_factors, n_factors)
         if score > negative_score[0]:
@@ -593,6 +597,7 @@ cdef class AdaptiveSampler:
 cdef enum:
     SHUFFLE_PILE = 4096            # pairs per pile: 32 KiB of packed pairs, shuffled in L1/L2
     MAX_PILES = 65536              # pile numbers are uint16
+    MAX_PILE_SIZE = 1 << 30        # pairs per pile on average: far below 2^32 (uint32 draws)
 
 
 cdef inline int32_t _image_of(const int64_t* indptr, int32_t n_images, int64_t pair) noexcept nogil:
@@ -647,11 +652,14 @@ cdef class PairShuffler:
                  int num_threads=1, int64_t pile_size=SHUFFLE_PILE):
         if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != indices.shape[0]:
             raise ValueError("indptr must start at 0 and end at len(indices)")
-        if num_threads < 1 or pile_size < 1:
-            raise ValueError("need num_threads >= 1 and pile_size >= 1")
+        if num_threads < 1 or not 1 <= pile_size <= MAX_PILE_SIZE:
+            raise ValueError(f"need num_threads >= 1 and 1 <= pile_size <= {MAX_PILE_SIZE}")
         self.n_pairs = indices.shape[0]
+        if self.n_pairs // MAX_PILES >= MAX_PILE_SIZE:
+            raise ValueError(f"{self.n_pairs} pairs are more than the shuffle's piles can hold")
         self.num_threads = num_threads
-        self.n_piles = <int32_t> max(1, min(MAX_PILES, (self.n_pairs + pile_size - 1) // pile_size))
+        self.n_piles = <int32_t> max(1, min(MAX_PILES, self.n_pairs // pile_size
+                                               + (self.n_pairs % pile_size != 0)))
         self._indptr = indptr
         self._labels = indices
         self._pile = np.empty(self.n_pairs, dtype=np.uint16)
@@ -664,13 +672,16 @@ cdef class PairShuffler:
         self._labels_out = self._labels_array
 
     def shuffle(self, uint64_t[:, ::1] rng_states):
-        """(pair_images, pair_labels) in a new random order; advances ``rng_states``."""
+        """(pair_images, pair_labels) in a new random order; advances ``rng_states``.
+
+        The work is split into ``num_threads`` fixed shares, each with its own RNG state,
+        whatever number of threads OpenMP actually starts (it may start fewer: a build without
+        OpenMP, ``OMP_THREAD_LIMIT``, nested parallelism), so every pair is always placed and
+        the order depends only on the states and ``num_threads``.
+        """
         cdef int T = self.num_threads, t
-        cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, j, start, stop
-        cdef int64_t running = 0, count, first, last, i
-        cdef int32_t B = self.n_piles, b, image
-        cdef uint64_t swap
-        cdef uint64_t* rng
+        cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, running = 0, count
+        cdef int32_t B = self.n_piles, b
         cdef uint64_t[:, ::1] thread_rng
         if rng_states.shape[0] < T or rng_states.shape[1] < 4:
             raise ValueError(f"need {T} RNG states")
@@ -678,17 +689,10 @@ cdef class PairShuffler:
         thread_rng[:, :4] = rng_states[:T, :4]
         self._cursor[:, :] = 0
         with nogil:
-            # 1. each thread deals its share of the pairs into piles, counting per pile
-            with parallel(num_threads=T):
-                t = threadid()
-                rng = &thread_rng[t, 0]
-                start = t * chunk
-                stop = min(n, start + chunk)
-                for j in range(start, stop):
-                    b = <int32_t> rng_below(rng, <uint32_t> B)
-                    self._pile[j] = <uint16_t> b
-                    self._cursor[t, b] += 1
-            # 2. pile b holds thread 0's pairs of b, then thread 1's, ...
+            # 1. share t deals its pairs into piles at random, counting per pile
+            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
+                self._deal(t, t * chunk, min(n, t * chunk + chunk), &thread_rng[t, 0])
+            # 2. pile b holds share 0's pairs of b, then share 1's, ...
             for b in range(B):
                 self._pile_start[b] = running
                 for t in range(T):
@@ -696,36 +700,54 @@ cdef class PairShuffler:
                     self._cursor[t, b] = running
                     running += count
             self._pile_start[B] = running
-            # 3. each thread moves its pairs into their piles, packed as (image << 32 | label)
-            with parallel(num_threads=T):
-                t = threadid()
-                start = t * chunk
-                stop = min(n, start + chunk)
-                image = _image_of(&self._indptr[0], self._indptr.shape[0] - 1, start)
-                for j in range(start, stop):
-                    while self._indptr[image + 1] <= j:  # (skips images without labels)
-                        image = image + 1
-                    b = self._pile[j]
-                    self._packed[self._cursor[t, b]] = (
-                        (<uint64_t> <uint32_t> image) << 32 | <uint32_t> self._labels[j])
-                    self._cursor[t, b] += 1
-            # 4. Fisher-Yates within each pile (static schedule: reproducible for a given T),
-            #    unpacked into the two output arrays
-            with parallel(num_threads=T):
-                rng = &thread_rng[threadid(), 0]
-                for b in prange(B, schedule="static"):
-                    first = self._pile_start[b]
-                    last = self._pile_start[b + 1]
-                    for i in range(last - 1, first, -1):
-                        j = first + <int64_t> rng_below(rng, <uint32_t> (i - first + 1))
-                        swap = self._packed[i]
-                        self._packed[i] = self._packed[j]
-                        self._packed[j] = swap
-                    for i in range(first, last):
-                        self._users_out[i] = <int32_t> (self._packed[i] >> 32)
-                        self._labels_out[i] = <int32_t> (self._packed[i] & 0xFFFFFFFFu)
+            # 3. share t moves its pairs into their piles
+            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
+                self._pack(t, t * chunk, min(n, t * chunk + chunk))
+            # 4. share t shuffles its piles and unpacks them into the two output arrays
+            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
+                self._shuffle_piles(<int32_t> ((<int64_t> t * B) // T),
+                                    <int32_t> ((<int64_t> (t + 1) * B) // T), &thread_rng[t, 0])
         rng_states[:T, :4] = thread_rng[:, :4]
         return self._users_array, self._labels_array
+
+    cdef void _deal(self, int t, int64_t start, int64_t stop, uint64_t* rng) noexcept nogil:
+        cdef int64_t j
+        cdef uint32_t b
+        for j in range(start, stop):
+            b = rng_below(rng, <uint32_t> self.n_piles)
+            self._pile[j] = <uint16_t> b
+            self._cursor[t, b] += 1
+
+    cdef void _pack(self, int t, int64_t start, int64_t stop) noexcept nogil:
+        """Pairs start..stop into their piles' slots, packed as (image << 32 | label)."""
+        cdef int64_t j
+        cdef int32_t image = _image_of(&self._indptr[0], self._indptr.shape[0] - 1, start)
+        cdef uint16_t b
+        for j in range(start, stop):
+            while self._indptr[image + 1] <= j:  # (skips images without labels)
+                image += 1
+            b = self._pile[j]
+            self._packed[self._cursor[t, b]] = (
+                (<uint64_t> <uint32_t> image) << 32 | <uint32_t> self._labels[j])
+            self._cursor[t, b] += 1
+
+    cdef void _shuffle_piles(self, int32_t first_pile, int32_t end_pile,
+                             uint64_t* rng) noexcept nogil:
+        """Fisher-Yates within each pile of first_pile..end_pile, then unpack it."""
+        cdef int32_t b
+        cdef int64_t first, last, i, j
+        cdef uint64_t swap
+        for b in range(first_pile, end_pile):
+            first = self._pile_start[b]
+            last = self._pile_start[b + 1]
+            for i in range(last - 1, first, -1):
+                j = first + <int64_t> rng_below(rng, <uint32_t> (i - first + 1))
+                swap = self._packed[i]
+                self._packed[i] = self._packed[j]
+                self._packed[j] = swap
+            for i in range(first, last):
+                self._users_out[i] = <int32_t> (self._packed[i] >> 32)
+                self._labels_out[i] = <int32_t> (self._packed[i] & 0xFFFFFFFFu)
 
 
 # ---------------------------------------------------------------------------------------------

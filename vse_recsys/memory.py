@@ -24,6 +24,7 @@ threads; ``nnz`` stored entries of the training matrix)::
                       + 18 * nnz                         the shuffle's buffers: pile numbers
                                                          (uint16), packed pairs (uint64) and
                                                          the epoch's images and labels (int32)
+                      + 8 * T * ceil(nnz / 4096)         and its per-thread pile cursors
                       + 12 * k * n_labels                adaptive sampler: two buffers of
                       + T * (8 * n_labels + 24 KiB)      per-factor label orders and the sort
                                                          keys, per-thread radix-sort scratch
@@ -100,7 +101,7 @@ def estimate_fit_memory(
         "training matrix": 12 * nnz + 16 * (n_images + 1),
         "factors": (2 if new_model else 1) * factor_bytes,
         "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
-        "pairs": 18 * nnz,
+        "pairs": 18 * nnz + 8 * max(1, int(num_threads)) * min(65536, -(-nnz // 4096)),
         "adaptive sampler": (
             12 * k * n_labels + max(1, int(num_threads)) * (8 * n_labels + _RADIX_SCRATCH)
             if adaptive

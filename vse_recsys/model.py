@@ -93,7 +93,8 @@ class VSEEns(MatrixFactorizationBase):
     candidates : int
         Hinge and BPR: negatives drawn per positive pair; the one the model scores highest is
         trained on (one more dot product per extra candidate). 1 is the paper's VSE-ens; more
-        makes every negative harder (see the README for what it measured). WARP needs 1.
+        makes every negative harder (see the README for what it measured). The extra
+        candidates are never positives of the image, even without verification. WARP needs 1.
     verify_negative_samples : bool
         Redraw a sampled label that is a positive of the image. With ``False`` sampling is a
         little faster, and a positive is sometimes used as a negative.
