@@ -383,7 +383,10 @@ print("ok")
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        env = dict(os.environ, OMP_THREAD_LIMIT="1")
+        # the subprocess imports the very build this test runs against
+        package_parent = str(Path(_sampler.__file__).resolve().parents[1])
+        env = dict(os.environ, OMP_THREAD_LIMIT="1",
+                   PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
         result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
