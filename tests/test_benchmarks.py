@@ -22,8 +22,8 @@ NON_LIGHTFM = ["VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    """The benchmark modules, imported with the benchmarks folder on sys.path.
+def script(monkeypatch):
+    """Import a benchmark script by name, with the benchmarks folder on sys.path.
 
     The scripts set one-thread BLAS / OpenMP defaults at import; the variables are set here
     first so that monkeypatch removes them again after the test.
@@ -31,7 +31,13 @@ def bench(monkeypatch):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "1")
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    return importlib.import_module("compare"), importlib.import_module("scaling")
+    return importlib.import_module
+
+
+@pytest.fixture
+def bench(script):
+    """The compare and scaling modules."""
+    return script("compare"), script("scaling")
 
 
 def test_curve_epochs_is_log_ish_and_ends_at_the_last_epoch(bench):
@@ -149,15 +155,6 @@ def test_scaling_quick_measures_both_models_at_every_size(bench, tmp_path):
             assert row["speedup"] == pytest.approx(1.0)
     assert set(data["summary"]["learning_rates"]) == {"VSE-ens", "WARP (ours)"}
     assert "| 600 | 2 | VSE-ens |" in out.with_suffix(".md").read_text()
-
-
-@pytest.fixture
-def script(monkeypatch):
-    """Import one of the other benchmark scripts by name (benchmarks folder on sys.path)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    return importlib.import_module
 
 
 def test_throughput_quick_prints_every_model_and_the_ratios(script, capsys):

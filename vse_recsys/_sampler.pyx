@@ -101,6 +101,15 @@ def make_rng_states(generator, int n_threads):
     return states
 
 
+def _thread_rng_copies(uint64_t[:, ::1] rng_states, int n_threads):
+    """Each thread's RNG state copied onto its own cache line (the caller writes them back)."""
+    if rng_states.shape[0] < n_threads or rng_states.shape[1] < 4:
+        raise ValueError(f"need one RNG state per thread ({n_threads})")
+    copies = _cache_aligned_rows(n_threads, RNG_STRIDE, np.uint64)
+    copies[:, :4] = rng_states[:n_threads, :4]
+    return copies
+
+
 def _cache_aligned_rows(Py_ssize_t n_rows, Py_ssize_t stride, dtype):
     """A zeroed (n_rows, stride) array whose rows start on 64-byte cache-line boundaries.
 
@@ -683,10 +692,7 @@ cdef class PairShuffler:
         cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, running = 0, count
         cdef int32_t B = self.n_piles, b
         cdef uint64_t[:, ::1] thread_rng
-        if rng_states.shape[0] < T or rng_states.shape[1] < 4:
-            raise ValueError(f"need {T} RNG states")
-        thread_rng = _cache_aligned_rows(T, RNG_STRIDE, np.uint64)
-        thread_rng[:, :4] = rng_states[:T, :4]
+        thread_rng = _thread_rng_copies(rng_states, T)
         self._cursor[:, :] = 0
         with nogil:
             # 1. share t deals its pairs into piles at random, counting per pile
@@ -849,14 +855,11 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     if adaptive_sampling and num_threads > adaptive.num_threads:
         raise ValueError(f"the AdaptiveSampler was built for {adaptive.num_threads} threads, "
                          f"not {num_threads}: build it with num_threads={num_threads}")
-    if rng_states.shape[0] < num_threads:
-        raise ValueError("need one RNG state per thread")
     if refresh_interval < 1:
         raise ValueError("refresh_interval must be >= 1")
     if candidates < 1 or (candidates > 1 and loss == WARP):
         raise ValueError(f"candidates must be >= 1, and 1 for WARP (got {candidates})")
-    thread_rng = _cache_aligned_rows(num_threads, RNG_STRIDE, np.uint64)
-    thread_rng[:, :4] = rng_states[:num_threads, :4]
+    thread_rng = _thread_rng_copies(rng_states, num_threads)
 
     with nogil:
         if adaptive_sampling:
@@ -1076,8 +1079,6 @@ def draw_ranks_parallel(int32_t n_labels, double rank_decay, Py_ssize_t size_per
     """
     if not (0 < rank_decay < float("inf")) or n_labels < 1:
         raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
-    if rng_states.shape[0] < num_threads:
-        raise ValueError("need one RNG state per thread")
     out = np.zeros((num_threads, size_per_thread), dtype=np.int64)
     cdef int64_t[:, ::1] ranks = out
     cdef double norm = _rank_norm(n_labels, rank_decay)
