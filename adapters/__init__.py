@@ -12,6 +12,7 @@ original IDs) and reports input rows it did not keep in ``dropped``; bad input r
 ``read_openimages``       Open Images image-level labels CSV
 ``read_movielens``        MovieLens ratings (100k, 1m/10m, 20m/25m layouts)
 ``read_pairs``            any CSV / TSV / Parquet of (image, label[, weight])
+``read_any``              any of the above by format name, or recognised (``FORMATS``)
 ``load_dataset``          the shared datasets by name
 ``generate_image_labels`` generated data with planted low-rank structure
 ``leave_one_out_split``   the paper's protocol; ``train_test_split`` fractional
@@ -21,6 +22,7 @@ original IDs) and reports input rows it did not keep in ``dropped``; bad input r
 from .dataset import DatasetSummary, ImageLabels
 from .datasets import load_dataset, resolve_data_dir
 from .errors import DatasetFormatError
+from .formats import FORMATS, read_any
 from .generate import generate_image_labels
 from .movielens import read_movielens
 from .mulan import read_mulan, read_mulan_labels
@@ -32,10 +34,12 @@ from .splits import leave_one_out_split, train_test_split
 __all__ = [
     "DatasetFormatError",
     "DatasetSummary",
+    "FORMATS",
     "ImageLabels",
     "generate_image_labels",
     "leave_one_out_split",
     "load_dataset",
+    "read_any",
     "read_movielens",
     "read_mulan",
     "read_mulan_labels",

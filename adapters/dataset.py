@@ -21,48 +21,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._ids import IdIndex, as_id_array, numeric_if_integers, plain
+
 __all__ = ["ImageLabels", "DatasetSummary"]
-
-
-def _as_1d(values, what):
-    """A 1-D numpy array from any iterable of IDs, without numpy's type coercion.
-
-    ``np.asarray([0, "a"])`` would turn 0 into "0"; here mixed values stay Python objects,
-    tuples stay single IDs, and only homogeneous ints, floats or strings get a typed array.
-    """
-    if isinstance(values, (pd.Series, pd.Index)):
-        return values.to_numpy()
-    if isinstance(values, np.ndarray):
-        if values.ndim != 1:
-            raise ValueError(f"{what} must be one-dimensional, got shape {values.shape}")
-        return values
-    values = list(values)
-    array = np.fromiter(values, dtype=object, count=len(values))
-    kind = pd.api.types.infer_dtype(array, skipna=False)
-    try:
-        if kind == "integer":
-            return array.astype(np.int64)
-        if kind == "floating":
-            return array.astype(np.float64)
-    except OverflowError:  # ints beyond int64 stay Python ints
-        pass
-    return array
-
-
-def _plain(value):
-    """A numpy scalar as the Python value, so that messages show 'a', not np.str_('a')."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _unique_ids(ids, count, what):
     """Validate an ID array for ``count`` rows/columns: right length, no repeats."""
-    ids = _as_1d(ids, what)
+    ids = as_id_array(ids, what)
     if count is not None and len(ids) != count:
         raise ValueError(f"{what} has {len(ids)} entries but the matrix has {count}")
-    index = pd.Index(ids)
-    if not index.is_unique:
-        repeated = _plain(index[index.duplicated()][0])
-        raise ValueError(f"{what} must be unique, but {repeated!r} appears more than once")
+    IdIndex(ids, what.removesuffix("_ids"), "dataset", name=what)  # raises naming a repeat
     return ids
 
 
@@ -84,28 +53,10 @@ def _label_name_array(label_names, label_ids, *, aligned):
             "label_names as a sequence needs label_ids to say which label each name belongs "
             "to; pass a mapping {label_id: name} instead"
         )
-    return _as_1d(label_names, "label_names")
+    return as_id_array(label_names, "label_names")
 
 
 # -- lookups ------------------------------------------------------------------------------------
-
-
-def _lookup(index, ids, what):
-    """Positions of ``ids`` in ``index``; an int for one ID, an array for many."""
-    if np.ndim(ids) == 0 or isinstance(ids, tuple):
-        try:
-            position = index.get_loc(ids)
-        except (KeyError, TypeError, pd.errors.InvalidIndexError):
-            raise KeyError(f"{what} ID {ids!r} is not in this dataset") from None
-        return int(position)
-    ids = _as_1d(ids, what)
-    positions = index.get_indexer(ids)
-    unknown = np.flatnonzero(positions < 0)
-    if unknown.size:
-        first = _plain(ids[unknown[0]])
-        others = f" (and {unknown.size - 1} more)" if unknown.size > 1 else ""
-        raise KeyError(f"{what} ID {first!r}{others} is not in this dataset")
-    return positions
 
 
 def _at(ids, index, what):
@@ -229,7 +180,7 @@ class ImageLabels:
                     f"{self.user_items.shape}"
                 )
         self.source = None if source is None else str(source)
-        self._image_index = self._label_index = None
+        self._images = self._labels = None  # IdIndex of each axis, built on first lookup
 
     @staticmethod
     def _canonical(matrix, copy, dropped):
@@ -290,18 +241,18 @@ class ImageLabels:
         -------
         ImageLabels
         """
-        images = _as_1d(images, "images")
-        labels = _as_1d(labels, "labels")
+        images = as_id_array(images, "images")
+        labels = as_id_array(labels, "labels")
         if len(images) != len(labels):
             raise ValueError(f"images has {len(images)} entries but labels has {len(labels)}")
         keep = None
         if weights is not None:
-            weights = np.asarray(_as_1d(weights, "weights"), dtype=np.float64)
+            weights = np.asarray(as_id_array(weights, "weights"), dtype=np.float64)
             if len(weights) != len(images):
                 raise ValueError(f"weights has {len(weights)} entries, pairs {len(images)}")
             bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
             if bad.size:
-                first = _plain(weights[bad[0]])
+                first = plain(weights[bad[0]])
                 raise ValueError(f"weight {first!r} of pair {bad[0]} is not a finite number >= 0")
             keep = weights != 0
         collector = _PairCollector(image_ids, label_ids)
@@ -449,23 +400,21 @@ class ImageLabels:
 
     # -- lookups --------------------------------------------------------------------------------
 
-    def image_index(self, ids):
+    def image_index(self, ids, *, missing="raise"):
         """Row position(s) of image ID(s): an int for one ID, an int array for a sequence.
 
-        Raises KeyError naming the first unknown ID.
+        Integer IDs may be given as text (``"42"``; see :mod:`vse_recsys.adapters._ids`).
+        ``missing="raise"`` raises KeyError naming the first unknown ID; ``"ignore"`` gives -1.
         """
-        if self._image_index is None:
-            self._image_index = pd.Index(self.image_ids)
-        return _lookup(self._image_index, ids, "image")
+        if self._images is None:
+            self._images = IdIndex(self.image_ids, "image", "dataset")
+        return self._images.locate(ids, missing)
 
-    def label_index(self, ids):
-        """Column position(s) of label ID(s): an int for one ID, an int array for a sequence.
-
-        Raises KeyError naming the first unknown ID.
-        """
-        if self._label_index is None:
-            self._label_index = pd.Index(self.label_ids)
-        return _lookup(self._label_index, ids, "label")
+    def label_index(self, ids, *, missing="raise"):
+        """Column position(s) of label ID(s), as :meth:`image_index` does for images."""
+        if self._labels is None:
+            self._labels = IdIndex(self.label_ids, "label", "dataset")
+        return self._labels.locate(ids, missing)
 
     def image_id(self, index):
         """Image ID(s) at row position(s); IndexError when out of range."""
@@ -518,9 +467,6 @@ class ImageLabels:
 
 # -- pairs to matrices, chunk by chunk ----------------------------------------------------------
 
-_CANONICAL_INT = r"0|-?[1-9][0-9]{0,17}"  # not "-0" or "007": those stay text
-
-
 @dataclass
 class _Built:
     """What :meth:`_PairCollector.build` returns."""
@@ -537,16 +483,6 @@ def _order_if_comparable(ids):
         return np.argsort(ids, kind="stable")
     except TypeError:  # mixed types such as ints and strings
         return np.arange(len(ids))
-
-
-def _numeric_if_integers(ids):
-    """Integer IDs read as text ("42") become int64, unless any is not canonical ("007")."""
-    if ids.dtype.kind != "O" or not len(ids):
-        return ids
-    text = pd.Series(ids, dtype=object)
-    if not text.map(type).eq(str).all() or not text.str.fullmatch(_CANONICAL_INT).all():
-        return ids
-    return text.astype(np.int64).to_numpy()
 
 
 class _IdAxis:
@@ -576,7 +512,7 @@ class _IdAxis:
         positions = self.index.get_indexer(uniques)
         unknown = np.flatnonzero(positions < 0)
         if unknown.size:
-            value = _plain(uniques[unknown[0]])
+            value = plain(uniques[unknown[0]])
             pair = first_pair + np.flatnonzero(codes == unknown[0])[0]
             raise ValueError(
                 f"{self.name} {value!r} (pair {pair}) is not among the given {self.name}_ids"
@@ -588,7 +524,7 @@ class _IdAxis:
         if self.given is not None:
             return self.given, []
         raw = pd.unique(np.concatenate(self.chunks)) if self.chunks else np.empty(0, object)
-        ids = _numeric_if_integers(raw) if numeric_ids else raw
+        ids = numeric_if_integers(raw) if numeric_ids else raw
         order = _order_if_comparable(ids)
         position = np.empty(len(ids), dtype=np.int64)
         position[order] = np.arange(len(ids))
@@ -612,7 +548,7 @@ class _PairCollector:
 
     def add(self, images, labels, weights=None, *, keep=None, into="positives"):
         """Register the IDs of every pair; keep the pairs where `keep` is True in `into`."""
-        images, labels = _as_1d(images, "images"), _as_1d(labels, "labels")
+        images, labels = as_id_array(images, "images"), as_id_array(labels, "labels")
         image_codes = self._images.encode(images, keep, self._seen)
         label_codes = self._labels.encode(labels, keep, self._seen)
         if weights is not None:

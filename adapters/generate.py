@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from ._random import as_generator
+from .._validation import resolve_random_state
 from .dataset import ImageLabels
 
 __all__ = ["generate_image_labels"]
@@ -100,7 +100,7 @@ def generate_image_labels(
     _check("zipf_exponent", zipf_exponent, 0)
     _check("noise", noise, 0, strict=True)
     _check("label_spread", label_spread, 0, strict=True)
-    rng = as_generator(random_state)
+    rng = resolve_random_state(random_state)
 
     popularity = (rng.permutation(n_labels) + 1.0) ** -float(zipf_exponent)
     popularity /= popularity.sum()

@@ -21,7 +21,9 @@ import scipy.sparse as sp
 from .dataset import ImageLabels
 from .errors import DatasetFormatError
 
-__all__ = ["read_mulan", "read_mulan_labels"]
+__all__ = ["find_mulan_xml", "is_arff", "read_mulan", "read_mulan_labels"]
+
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
 
 _QUOTED = r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\""""
 _ATTRIBUTE = re.compile(rf"""@attribute\s+({_QUOTED}|[^\s'"]\S*)\s*(.*)$""", re.IGNORECASE)
@@ -47,6 +49,53 @@ def _read_text(path):
         return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         return Path(path).read_text(encoding="latin-1")
+
+
+def is_arff(path):
+    """Whether a file name is an ARFF file's (``.arff``, optionally ``.gz`` / ``.bz2`` / ``.xz``)."""
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes[-2:]]
+    if suffixes and suffixes[-1] in _COMPRESSED_SUFFIXES:
+        suffixes.pop()
+    return bool(suffixes) and suffixes[-1] == ".arff"
+
+
+def _arff_stem(path):
+    """The file name without ``.arff`` (and a compression suffix)."""
+    name = Path(path).name
+    for suffix in _COMPRESSED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name[: -len(".arff")] if name.lower().endswith(".arff") else Path(name).stem
+
+
+def find_mulan_xml(arff_path):
+    """The MULAN XML label header that goes with an ARFF file.
+
+    Tried in order: ``<name>.xml`` beside it, the same without a ``-sparse`` / ``-train`` /
+    ``-test`` ending (``Corel5k-train-sparse.arff`` → ``Corel5k.xml``), and the only ``.xml``
+    file in its folder.
+
+    Raises
+    ------
+    DatasetFormatError
+        When none is found (the message says how to name it).
+    """
+    arff_path = Path(arff_path)
+    stem = _arff_stem(arff_path)
+    candidates = [arff_path.with_name(stem + ".xml")]
+    for suffix in ("-sparse", "-train", "-test"):
+        stem = stem.removesuffix(suffix)
+    candidates.append(arff_path.with_name(stem + ".xml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    others = sorted(arff_path.parent.glob("*.xml"))
+    if len(others) == 1:
+        return others[0]
+    raise DatasetFormatError(
+        arff_path, None, "no XML label header found beside it",
+        f"{candidates[0].name} (or pass the XML file: xml=... / --xml FILE)",
+    )
 
 
 def read_mulan_labels(xml_path):

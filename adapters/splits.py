@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from ._random import as_generator
+from .._validation import resolve_random_state
 from .dataset import ImageLabels
 
 __all__ = ["leave_one_out_split", "train_test_split"]
@@ -50,7 +50,7 @@ def leave_one_out_split(data, random_state=None):
         input (duplicate entries summed, stored zeros dropped).
     """
     matrix = _canonical_csr(data)
-    rng = as_generator(random_state)
+    rng = resolve_random_state(random_state)
     counts = np.diff(matrix.indptr)
     eligible = np.flatnonzero(counts >= 2)
     # one uniform position inside each eligible row
@@ -83,7 +83,7 @@ def train_test_split(data, test_fraction=0.2, random_state=None):
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     matrix = _canonical_csr(data)
-    rng = as_generator(random_state)
+    rng = resolve_random_state(random_state)
     counts = np.diff(matrix.indptr)
     n_test = np.floor(test_fraction * counts + rng.random(len(counts))).astype(np.int64)
     n_test = np.where(counts >= 2, np.minimum(n_test, counts - 1), 0)

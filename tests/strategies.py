@@ -4,17 +4,17 @@ Sizes are small on purpose: the properties (round trips, split invariants) do no
 inputs, and the whole adapters suite should run in well under a minute.
 """
 
-import re
-
 import numpy as np
 import scipy.sparse as sp
 from hypothesis import strategies as st
 
+from vse_recsys.adapters._ids import integer_id
+
 # IDs that a CSV/TSV file round-trips as text: printable, no separators, quotes or line breaks,
-# no surrounding spaces, never empty, and never a canonical integer (readers turn those into
-# ints). The sampled words are the ones a careless reader turns into NaN, numbers or booleans.
+# no surrounding spaces, never empty, and never an integer ID (readers turn those into ints; the
+# rule is vse_recsys.adapters._ids.integer_id). The sampled words are the ones a careless
+# reader turns into NaN, numbers or booleans.
 _TRICKY_WORDS = ["NA", "N/A", "null", "None", "nan", "NaN", "#N/A", "007", "-0", "1.5", "True"]
-_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 text_ids = st.one_of(
     st.sampled_from(_TRICKY_WORDS),
     st.text(
@@ -24,7 +24,7 @@ text_ids = st.one_of(
         min_size=1,
         max_size=8,
     ).map(str.strip),
-).filter(lambda s: s and not _CANONICAL_INT.fullmatch(s))
+).filter(lambda s: s and integer_id(s) is None)
 int_ids = st.integers(-(10**12), 10**12)
 any_ids = st.one_of(int_ids, text_ids)
 

@@ -210,12 +210,13 @@ def test_lookups_both_ways():
 
 def test_unknown_ids_raise_key_error_naming_the_id():
     data = small()
-    with pytest.raises(KeyError, match="image ID 'q' is not in this dataset"):
+    with pytest.raises(KeyError, match="unknown image ID 'q': the dataset has 4 images"):
         data.image_index("q")
-    with pytest.raises(KeyError, match=r"label ID 'q' \(and 1 more\) is not in this dataset"):
+    with pytest.raises(KeyError, match=r"unknown label ID 'q' \(and 1 more\): the dataset"):
         data.label_index(["x", "q", "w"])
     with pytest.raises(KeyError, match="image ID 1"):
         data.image_index(1)  # IDs are not positions
+    assert data.label_index(["x", "q"], missing="ignore").tolist() == [0, -1]
 
 
 def test_positions_out_of_range_raise_index_error():

@@ -21,7 +21,8 @@ import scipy.sparse as sp
 
 from vse_recsys import VSEEns
 from vse_recsys.adapters import generate_image_labels, leave_one_out_split
-from vse_recsys.annotator import FORMAT_VERSION, Annotator, ModelFileError
+from vse_recsys._npz import FORMAT_VERSION
+from vse_recsys.annotator import Annotator, ModelFileError
 from vse_recsys.cli import _MODEL_OPTIONS, _model_params, _parser, main
 
 N_IMAGES, N_LABELS = 400, 60
@@ -83,7 +84,10 @@ def known_labels(folder, image):
 
 def test_fit_writes_one_npz_without_pickle_with_ids_and_format_version(workdir):
     with np.load(workdir / "model.npz", allow_pickle=False) as stored:
-        assert int(stored["format_version"]) == FORMAT_VERSION == 1
+        # one version for every file kind (see vse_recsys._npz); the model inside names its own
+        assert int(stored["format_version"]) == FORMAT_VERSION == 3
+        assert str(stored["format"]) == "vse-recsys annotator"
+        assert str(stored["model.format"]) == "vse-recsys VSEEns"
         assert len(stored["image_ids"]) == N_IMAGES
         assert len(stored["label_ids"]) == len(stored["label_names"]) == N_LABELS
         assert stored["model.user_factors"].shape == (N_IMAGES, 16)
@@ -407,7 +411,8 @@ def test_load_refuses_a_newer_format_and_names_the_versions(named, tmp_path):
     with np.load(path) as stored:
         arrays = dict(stored)
     np.savez(tmp_path / "newer.npz", **{**arrays, "format_version": np.array(7)})
-    with pytest.raises(ModelFileError, match=r"format version 7, newer .*\(up to version 1\)"):
+    with pytest.raises(ModelFileError,
+                       match=rf"format version 7, newer .*\(up to version {FORMAT_VERSION}\)"):
         Annotator.load(tmp_path / "newer.npz")
     del arrays["format_version"]
     np.savez(tmp_path / "unversioned.npz", **arrays)

@@ -305,6 +305,7 @@ def test_image_without_negatives_has_no_auc():
     assert math.isnan(only["auc"])
 
 
+@pytest.mark.filterwarnings("ignore:train_user_items has 1 explicitly stored zeros")
 def test_stored_values_and_explicit_zeros_are_ignored():
     train = sp.csr_matrix(([5.0, 0.0], ([0, 0], [0, 3])), shape=(1, 5))  # label 3 stored as 0
     test = sp.csr_matrix(([0.25, 7.0], ([0, 0], [2, 4])), shape=(1, 5))

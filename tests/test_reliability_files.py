@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from test_model import random_labels
 from vse_recsys import VSEEns, _npz
 from vse_recsys.annotator import Annotator
-from vse_recsys.model import FORMAT_VERSION, ModelFileError
+from vse_recsys._npz import FORMAT_VERSION, ModelFileError
 
 USER_ITEMS = random_labels(n_images=30, n_labels=12, per_image=3)
 
@@ -272,7 +272,8 @@ def test_inconsistent_model_files_are_explained(fitted, tmp_path, changes, messa
 
 
 def test_a_file_from_before_format_versions_still_loads(fitted, tmp_path):
-    np.savez(tmp_path / "old.npz", **_bad(_arrays(fitted), format_version=None))
+    # version 1 files had neither entry
+    np.savez(tmp_path / "old.npz", **_bad(_arrays(fitted), format_version=None, format=None))
     _assert_same(fitted, VSEEns.load(tmp_path / "old.npz"))
 
 

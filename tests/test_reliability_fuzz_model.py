@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vse_recsys import VSEEns
+from vse_recsys._validation import InputWarning
 
 # three times the profile's example count (ci: 120 per test), since these are the fuzz suites
 fuzz = settings(max_examples=3 * settings.default.max_examples)
@@ -156,7 +157,9 @@ def _check_recommend(model, matrix, positives, N=None):
     """Every image's ranking equals a brute-force one, with its positives left out."""
     n_images, n_labels = positives.shape
     N = n_labels if N is None else N
-    ids, scores = model.recommend(np.arange(n_images), matrix, N=N)  # any format
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # fit's tests check the same warnings
+        ids, scores = model.recommend(np.arange(n_images), matrix, N=N)  # any format
     _check_rankings(model, np.arange(n_images), ids, scores, positives, N, None)
 
 

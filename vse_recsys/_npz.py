@@ -1,6 +1,14 @@
 """Model files: atomic ``.npz`` writes and checked ``.npz`` reads (never unpickling).
 
-Shared by ``VSEEns.save``/``load`` and ``Annotator.save``/``load``.
+Shared by every model's ``save``/``load`` and ``Annotator.save``/``load``.
+
+**One version story for every file kind.** Each file names its kind in ``format`` and the
+layout version in ``format_version`` (:data:`FORMAT_VERSION`, one number for all kinds, raised
+whenever any layout changes). :func:`read_model_file` refuses newer versions, tells a file of
+another kind (an Annotator file given to ``VSEEns.load``, a bare model given to
+``Annotator.load``) and files of other tools (implicit's models) by what they are, and reads the
+files of earlier versions: version 1 (VSEEns and annotator files), version 2 (VSEEns files with
+``candidates``), neither of which had ``format`` in bare model files.
 
 Writing goes to a temporary file in the target's folder, which is flushed to disk and then
 renamed over the target, so a crash, a full disk or Ctrl-C during a save leaves either the old
@@ -18,7 +26,46 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ModelFileError", "atomic_savez", "npz_path", "read_npz", "source_name"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "check_kind",
+    "kind_of",
+    "atomic_savez",
+    "npz_path",
+    "read_model_file",
+    "read_npz",
+    "read_params",
+    "source_name",
+    "write_model_file",
+]
+
+#: Version of the file layouts written now (``format_version``); readers refuse higher ones.
+#: 1: first VSEEns and annotator files; 2: VSEEns ``candidates``; 3: every file names its kind.
+FORMAT_VERSION = 3
+#: ``format`` of each file kind, by the name used in messages
+KINDS = {
+    "VSEEns": "vse-recsys VSEEns",
+    "EASE": "vse-recsys EASE",
+    "Annotator": "vse-recsys annotator",
+}
+# how to load each kind, for the message when a file is given to the wrong loader
+_LOAD_HINT = {
+    "VSEEns": "a bare VSEEns model (VSEEns.save): load it with VSEEns.load, or to tag by ID "
+              "wrap it as Annotator(model, label_ids, ...) and save that, or use 'vse-recsys fit'",
+    "EASE": "a bare EASE model (EASE.save): load it with EASE.load, or to tag by ID wrap it "
+            "as Annotator(model, label_ids, ...) and save that, or use 'vse-recsys fit'",
+    "Annotator": "an Annotator file (written by 'vse-recsys fit' or Annotator.save): load it "
+                 "with vse_recsys.annotator.Annotator.load; its model is Annotator.model",
+}
+# entries that only other tools' files have: (entries, what the file looks like)
+_FOREIGN = (
+    ({"alpha", "use_cg"}, "an implicit AlternatingLeastSquares model"),
+    ({"neg_prop"}, "an implicit LogisticMatrixFactorization model"),
+    ({"K", "indptr"}, "an implicit item-item (nearest neighbours) model"),
+    ({"learning_rate", "verify_negative_samples", "user_factors"},
+     "an implicit BayesianPersonalizedRanking model"),
+)
 
 # numpy's own limit on the size of an .npy header (a guard against hostile files)
 _MAX_HEADER_SIZE = 10_000
@@ -66,6 +113,8 @@ def atomic_savez(path, arrays):
     created file would (``0666`` less the umask), not ``mkstemp``'s private ``0600``.
     """
     path = npz_path(path)
+    if not path.parent.is_dir():  # (else the error would name the hidden temporary file)
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -150,3 +199,119 @@ def _read_member(archive, info):
         return np.lib.format.read_array(
             member, allow_pickle=False, max_header_size=_MAX_HEADER_SIZE
         )
+
+
+def kind_of(arrays):
+    """The kind of a model file's arrays (a key of :data:`KINDS`), or None if not ours."""
+    if "format" in arrays:
+        text = arrays["format"]
+        if text.shape == () and text.dtype.kind == "U":
+            for kind, name in KINDS.items():
+                if str(text) == name:
+                    return kind
+        return None
+    # versions 1 and 2 of bare VSEEns files had no "format"; "loss" is in every one of them
+    if "loss" in arrays and "factors" in arrays:
+        return "VSEEns"
+    return None
+
+
+def _version_of(arrays, name, kind):
+    if "format_version" not in arrays:
+        if "format" in arrays:  # every file that names its kind has a version too
+            raise ModelFileError(f"{name} is not a valid {kind} model file: it has no "
+                                 f"format_version")
+        return 1  # VSEEns files from before versioning
+    version = arrays["format_version"]
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise ModelFileError(
+            f"{name} is not a valid {kind} model file: format_version must be an integer, got "
+            f"{version!r}"
+        )
+    version = int(version)
+    if version > FORMAT_VERSION:
+        from . import __version__
+
+        raise ModelFileError(
+            f"{name} has model format version {version}, newer than this vse-recsys "
+            f"({__version__}) can read (up to version {FORMAT_VERSION}); upgrade vse-recsys to "
+            f"use it"
+        )
+    if version < 1:
+        raise ModelFileError(f"{name} is not a valid {kind} model file: unknown format_version "
+                             f"{version}")
+    return version
+
+
+def check_kind(arrays, kind, name):
+    """The file's format version, after checking that ``arrays`` are a ``kind`` file.
+
+    Raises ModelFileError saying what the file is when it is another kind, another tool's file,
+    or no model file at all.
+    """
+    found = kind_of(arrays)
+    if found is None:
+        looks = next((what for keys, what in _FOREIGN if keys <= set(arrays)), None)
+        if "format" in arrays:
+            looks = f"its format is {arrays['format']!r}"
+        elif looks:
+            looks = f"it looks like {looks}"
+        else:
+            looks = f"it has no 'format' entry; entries: {', '.join(sorted(arrays)[:6])}"
+        raise ModelFileError(f"{name} is not a vse-recsys {kind} model file ({looks})")
+    if found != kind:
+        raise ModelFileError(f"{name} is {_LOAD_HINT[found]}, not a {kind} file")
+    return _version_of(arrays, name, kind)
+
+
+def read_model_file(source, kind):
+    """``(arrays, format_version)`` of a ``kind`` file (``"VSEEns"``, ``"EASE"``,
+    ``"Annotator"``), path or binary file object; ``format`` and ``format_version`` are left
+    out of ``arrays``.
+
+    A path that does not exist is retried with ``.npz`` appended.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ModelFileError
+        A damaged file, a file of another kind or tool (saying which), or a newer version.
+    """
+    if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
+        with_suffix = npz_path(source)
+        source = with_suffix if with_suffix.exists() else source
+    arrays = read_npz(source)
+    version = check_kind(arrays, kind, source_name(source))
+    arrays.pop("format", None)
+    arrays.pop("format_version", None)
+    return arrays, version
+
+
+def write_model_file(target, kind, arrays):
+    """Write a ``kind`` file: ``arrays`` plus ``format`` and ``format_version``.
+
+    A path is written atomically (see :func:`atomic_savez`) and returned; a file object is
+    written with ``numpy.savez`` (returns None).
+    """
+    arrays = {
+        **arrays,
+        "format": np.array(KINDS[kind]),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+    }
+    if isinstance(target, (str, os.PathLike)):
+        return atomic_savez(target, arrays)
+    np.savez(target, **arrays)
+    return None
+
+
+def read_params(arrays, names, fail):
+    """The entries of ``names`` present in ``arrays`` as Python scalars (model parameters);
+    ``fail(problem)`` makes the error for an entry that is not one number or string."""
+    params = {}
+    for key in sorted(set(names) & set(arrays)):
+        value = arrays[key]
+        if value.shape != () or value.dtype.kind not in "biufU":
+            raise fail(f"parameter {key!r} must be a single number or string, got {value!r}")
+        params[key] = value.item()
+    return params

@@ -1,10 +1,11 @@
-"""``Annotator``: a fitted ``VSEEns`` tied to its image IDs, label IDs and names.
+"""``Annotator``: a fitted model tied to its image IDs, label IDs and names.
 
-``VSEEns`` works with row and column positions, as every ``implicit`` model does. An
+A model works with row and column positions, as every ``implicit`` model does. An
 ``Annotator`` keeps the maps to the original IDs and the training labels with it, so that it
-can tag images by ID, tag new images given by some of their labels (fold-in), find similar
-labels by name, and be saved to and loaded from one ``.npz`` file. It is what ``vse-recsys fit``
-writes and ``vse-recsys tag`` / ``evaluate`` read.
+can tag images by ID, tag new images given by some of their labels, find similar labels by
+name, evaluate on held-out pairs, and be saved to and loaded from one ``.npz`` file. It is what
+``vse-recsys fit`` writes and ``vse-recsys tag`` / ``evaluate`` read: the command line parses
+its options and makes one call here, and every mapping between IDs and positions happens here.
 
 >>> from vse_recsys.adapters import generate_image_labels
 >>> data = generate_image_labels(n_images=500, n_labels=50, random_state=0)
@@ -13,15 +14,13 @@ writes and ``vse-recsys tag`` / ``evaluate`` read.
 >>> [len(t.labels) for t in annotator.tag([0, 1], N=3)]
 [3, 3]
 
-File format (``format_version`` 1)
-----------------------------------
-One ``.npz`` (numpy zip, no pickled objects), written atomically:
+File format
+-----------
+One ``.npz`` (numpy zip, no pickled objects), written atomically (``format`` is
+``"vse-recsys annotator"``; ``format_version`` and how versions are read: :mod:`vse_recsys._npz`):
 
-``format`` / ``format_version``
-    ``"vse-recsys annotator"`` and ``1``. A file with a higher version is refused with a message
-    saying so, never misread.
 ``model.<name>``
-    Every array ``VSEEns.save`` writes (parameters and factors), prefixed.
+    Every array the model's ``save`` writes (its own ``format`` included), prefixed.
 ``image_ids``, ``label_ids``
     int64 when every ID is an integer, else unicode strings.
 ``label_names``
@@ -33,24 +32,25 @@ One ``.npz`` (numpy zip, no pickled objects), written atomically:
 
 import difflib
 import io
-import re
-from pathlib import Path
+import itertools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._npz import ModelFileError, atomic_savez, npz_path, read_npz
+from ._npz import ModelFileError, check_kind, kind_of, read_model_file, read_npz, write_model_file
+from ._validation import binary_csr
+from .adapters import ImageLabels, leave_one_out_split
+from .adapters._ids import IdIndex, plain, storable_ids
 from .model import VSEEns
 
-__all__ = ["Annotator", "FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "Tags"]
+__all__ = ["Annotator", "ModelFileError", "Tags"]
 
-FORMAT_NAME = "vse-recsys annotator"
-#: Version of the file layout written by :meth:`Annotator.save`; readers refuse higher ones.
-FORMAT_VERSION = 1
 _MODEL_PREFIX = "model."
-_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+#: The models an Annotator can hold, by the kind their files name (see vse_recsys._npz).
+MODEL_CLASSES = {"VSEEns": VSEEns}
 
 
 class Tags(NamedTuple):
@@ -69,80 +69,8 @@ class Tags(NamedTuple):
     scores: list
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-class _IdMap:
-    """IDs of one axis, stored as int64 (all integers) or unicode, with lookups by value.
-
-    Lookups accept either spelling: for integer IDs the text ``"42"`` finds ``42`` (IDs typed
-    on a command line are text); for text IDs a value is looked up as ``str(value)``.
-    """
-
-    def __init__(self, ids, what):
-        self.what = what
-        array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
-        if array.ndim != 1:
-            raise ValueError(f"{what} IDs must be one-dimensional, got shape {array.shape}")
-        kind = pd.api.types.infer_dtype(array, skipna=False) if array.size else "integer"
-        if array.dtype.kind in "iu" or kind == "integer":
-            self.ids = array.astype(np.int64)
-        else:
-            self.ids = np.array([str(value) for value in array], dtype=str)
-        self.integer = self.ids.dtype.kind == "i"
-        self.index = pd.Index(self.ids)
-        if not self.index.is_unique:
-            repeated = _plain(self.index[self.index.duplicated()][0])
-            raise ValueError(f"{what} IDs must be unique, but {repeated!r} appears twice")
-
-    def __len__(self):
-        return len(self.ids)
-
-    def _key(self, value):
-        """The stored form of `value`, or None when it cannot be one of these IDs."""
-        value = _plain(value)
-        if self.integer:
-            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-                return int(value)
-            if isinstance(value, str) and _INTEGER.fullmatch(value):
-                return int(value)
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return None
-        return str(value)
-
-    def positions(self, values):
-        """Positions of `values` (a sequence); -1 for each unknown one."""
-        keys = [self._key(value) for value in values]
-        known = [i for i, key in enumerate(keys) if key is not None]
-        positions = np.full(len(keys), -1, dtype=np.int64)
-        if known:
-            found = self.index.get_indexer(pd.Index([keys[i] for i in known], dtype=object))
-            positions[known] = found
-        return positions
-
-    def describe(self):
-        """A short description of the IDs, for error messages."""
-        if not len(self.ids):
-            return f"the model has no {self.what}s"
-        if self.integer:
-            low, high = int(self.ids.min()), int(self.ids.max())
-            contiguous = high - low + 1 == len(self.ids)
-            span = f"{low}..{high}" if contiguous else f"between {low} and {high}"
-            return f"the model's {len(self.ids):,} {self.what} IDs are integers {span}"
-        examples = ", ".join(repr(str(v)) for v in self.ids[:3])
-        return f"the model has {len(self.ids):,} {self.what}s, e.g. {examples}"
-
-
-def _as_list(values):
-    if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
-        return [values], True
-    return list(values), False
-
-
 class Annotator:
-    """A ``VSEEns`` with the IDs of its images and labels, the label names and training labels.
+    """A model with the IDs of its images and labels, the label names and training labels.
 
     Parameters
     ----------
@@ -163,44 +91,48 @@ class Annotator:
     model : VSEEns
     image_ids, label_ids, label_names : numpy.ndarray
     user_items : scipy.sparse.csr_matrix or None
+
+    Notes
+    -----
+    Images are looked up by ID (:meth:`image_index`), labels by ID or, failing that, by a name
+    that names one label only (:meth:`label_index`). Integer IDs may be given as text (``"42"``),
+    as the command line gives them; the rule is :mod:`vse_recsys.adapters._ids`'s.
     """
 
     def __init__(self, model, label_ids, label_names=None, image_ids=None, user_items=None):
-        if not isinstance(model, VSEEns):
-            raise TypeError(f"model must be a VSEEns, got {type(model).__name__}")
+        if not isinstance(model, tuple(MODEL_CLASSES.values())):
+            raise TypeError(
+                f"model must be one of {', '.join(MODEL_CLASSES)}, got {type(model).__name__}"
+            )
         self.model = model
-        self._labels = _IdMap(label_ids, "label")
+        self._labels = IdIndex(storable_ids(label_ids, "label_ids"), "label", "model")
         names = self._labels.ids if label_names is None else label_names
-        self.label_names = np.array([str(_plain(name)) for name in names], dtype=str)
+        self.label_names = np.array([str(plain(name)) for name in names], dtype=str)
         if len(self.label_names) != len(self._labels):
             raise ValueError(
                 f"label_names has {len(self.label_names)} entries for {len(self._labels)} labels"
             )
         self.user_items = None
         if user_items is not None:
-            matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
-            matrix.sum_duplicates()
-            matrix.eliminate_zeros()
-            matrix.data[:] = 1
-            if matrix.shape[1] != len(self._labels):
+            self.user_items = binary_csr(user_items, "user_items", allow_empty=True)
+            if self.user_items.shape[1] != len(self._labels):
                 raise ValueError(
-                    f"user_items has {matrix.shape[1]} columns for {len(self._labels)} labels"
+                    f"user_items has {self.user_items.shape[1]} columns for "
+                    f"{len(self._labels)} labels"
                 )
-            self.user_items = matrix
         if image_ids is None:
-            n_images = self._n_images_hint()
-            image_ids = np.arange(n_images)
-        self._images = _IdMap(image_ids, "image")
+            image_ids = np.arange(self._n_images_hint())
+        self._images = IdIndex(storable_ids(image_ids, "image_ids"), "image", "model")
         if self.user_items is not None and self.user_items.shape[0] != len(self._images):
             raise ValueError(
                 f"user_items has {self.user_items.shape[0]} rows for {len(self._images)} images"
             )
-        self._names = None
+        self._unique_names = None
 
     def _n_images_hint(self):
         if self.user_items is not None:
             return self.user_items.shape[0]
-        if self.model.user_factors is not None:
+        if getattr(self.model, "user_factors", None) is not None:
             return self.model.user_factors.shape[0]
         return 0
 
@@ -213,13 +145,9 @@ class Annotator:
         if model is None:
             model = VSEEns(**params)
         elif params:
-            raise TypeError("pass either a model or VSEEns parameters, not both")
+            raise TypeError("pass either a model or its parameters, not both")
         return cls(
-            model,
-            dataset.label_ids,
-            dataset.label_names,
-            dataset.image_ids,
-            dataset.user_items,
+            model, dataset.label_ids, dataset.label_names, dataset.image_ids, dataset.user_items
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -251,7 +179,7 @@ class Annotator:
 
     def _check_fitted(self):
         model = self.model
-        if model.user_factors is None or model.item_factors is None:
+        if model.item_factors is None:
             raise ValueError("the model is not fitted yet: call fit() first")
         if model.item_factors.shape[0] != self.n_labels:
             raise ValueError(
@@ -261,49 +189,45 @@ class Annotator:
 
     # -- lookups ----------------------------------------------------------------------------
 
-    def image_index(self, images):
-        """Row position(s) of image ID(s); KeyError naming the first unknown one."""
-        values, scalar = _as_list(images)
-        positions = self._images.positions(values)
-        unknown = np.flatnonzero(positions < 0)
-        if unknown.size:
-            more = f" (and {unknown.size - 1} more)" if unknown.size > 1 else ""
-            raise KeyError(
-                f"unknown image ID {_plain(values[unknown[0]])!r}{more}: {self._images.describe()}"
-            )
-        return int(positions[0]) if scalar else positions
+    def image_index(self, images, *, missing="raise"):
+        """Row position(s) of image ID(s): an int for one ID, an array for a sequence.
 
-    def label_index(self, labels, *, missing="raise"):
+        ``missing="raise"`` (default) raises KeyError naming the first unknown one;
+        ``missing="ignore"`` gives -1 for it.
+        """
+        return self._images.locate(images, missing)
+
+    def label_index(self, labels, *, missing="raise", where=None):
         """Column position(s) of labels given by ID or, failing that, by (unique) name.
 
         ``missing="raise"`` (default) raises KeyError naming the first unknown label, with
-        close matches; ``missing="ignore"`` gives -1 for unknown labels.
+        close matches (prefixed by ``where`` when given); ``missing="ignore"`` gives -1 for
+        unknown labels.
         """
-        values, scalar = _as_list(labels)
+        scalar = np.ndim(labels) == 0 or isinstance(labels, (tuple, str, bytes))
+        values = [labels] if scalar else list(labels)
         positions = self._labels.positions(values)
         unknown = np.flatnonzero(positions < 0)
         if unknown.size:
-            names = self._name_index()
-            found = names.get_indexer(pd.Index([str(_plain(values[i])) for i in unknown]))
-            positions[unknown] = found  # -1 stays for names that are absent or ambiguous
+            positions[unknown] = self._positions_by_name([values[k] for k in unknown])
             unknown = np.flatnonzero(positions < 0)
         if unknown.size and missing == "raise":
-            raise KeyError(self._unknown_label_message(values, unknown))
+            raise KeyError(self._unknown_label_message(values, unknown, where))
         return int(positions[0]) if scalar else positions
 
-    def _name_index(self):
-        """Index of the label names that name exactly one label."""
-        if self._names is None:
+    def _positions_by_name(self, values):
+        """Positions of the labels named ``values``; -1 for names that are absent or that name
+        several labels."""
+        if self._unique_names is None:
             names = pd.Series(np.arange(self.n_labels), index=self.label_names)
-            unique = names[~names.index.duplicated(keep=False)]
-            self._names = pd.Index(unique.index)
-            self._name_positions = unique.to_numpy()
-        return _NamePositions(self._names, self._name_positions)
+            self._unique_names = names[~names.index.duplicated(keep=False)]
+        found = self._unique_names.index.get_indexer([str(plain(v)) for v in values])
+        return np.where(found >= 0, self._unique_names.to_numpy()[np.maximum(found, 0)], -1)
 
-    def _unknown_label_message(self, values, unknown):
-        value = str(_plain(values[unknown[0]]))
+    def _unknown_label_message(self, values, unknown, where=None):
+        value = str(plain(values[unknown[0]]))
         more = f" (and {unknown.size - 1} more)" if unknown.size > 1 else ""
-        message = f"unknown label {value!r}{more}"
+        message = f"{where + ': ' if where else ''}unknown label {value!r}{more}"
         if (self.label_names == value).sum() > 1:
             return message + f": several labels are named {value!r}; give the label ID instead"
         candidates = list(dict.fromkeys([*map(str, self.label_ids), *self.label_names]))
@@ -319,47 +243,93 @@ class Annotator:
         row = self.image_index(image)
         if self.user_items is None:
             return []
-        return [_plain(v) for v in self.label_ids[self.user_items[row].indices]]
+        return [plain(v) for v in self.label_ids[self.user_items[row].indices]]
 
     # -- tagging ----------------------------------------------------------------------------
 
     def tag(self, images, N=10, include_known=False):
         """Top-`N` labels for training images given by ID; their known labels are left out.
 
-        Returns a list of :class:`Tags`, one per image, in the order given.
+        Returns a list of :class:`Tags`, one per image, in the order given. Warns when some
+        images had no label in training (their suggestions carry no information about them).
         """
         self._check_fitted()
         N = _check_n(N)
-        values, _ = _as_list(images)
+        values = [images] if np.ndim(images) == 0 else list(images)
         rows = self.image_index(values)
         known = self._known_rows(rows)
+        empty = np.flatnonzero(np.diff(known.indptr) == 0)
+        if empty.size and self.user_items is not None:
+            warnings.warn(
+                f"{empty.size:,} image(s) had no label in training (e.g. "
+                f"{plain(values[empty[0]])!r}); their suggestions carry no information about "
+                f"them"
+            )
         return self._suggest(rows, self.image_ids[rows], known, N, include_known, new=False)
 
-    def tag_new(self, labels, N=10, include_known=False, image_ids=None):
-        """Top-`N` labels for new images, each given by some labels it has (fold-in).
+    def tag_new(self, labels, N=10, include_known=False, image_ids=None, skip_unknown=False):
+        """Top-`N` labels for new images, each given by some labels it has.
 
         Parameters
         ----------
-        labels : sequence of sequences
-            For each new image, the IDs (or names) of labels it has.
+        labels : sequence of sequences, or ImageLabels
+            For each new image, the IDs (or names) of labels it has; or an ``ImageLabels`` of
+            the new images' (image, label) pairs (e.g. read from a file), whose image IDs name
+            the results.
         image_ids : sequence, optional
-            IDs to report the new images under (default ``new-1``, ``new-2``, ...).
+            With a sequence of label lists: the IDs to report the new images under (default
+            ``new-1``, ``new-2``, ...).
+        skip_unknown : bool
+            Leave out labels the model does not know, with a warning (and images left without
+            any known label), instead of raising KeyError.
 
-        The image vectors are computed by ``recommend(..., recalculate_user=True)``: the label
-        vectors stay fixed, and the same labels always give the same suggestions.
+        The image vectors are computed by ``recommend(..., recalculate_user=True)`` from the
+        labels alone: the same labels always give the same suggestions.
         """
         self._check_fitted()
         N = _check_n(N)
-        label_lists = [list(_as_list(group)[0]) for group in labels]
+        if isinstance(labels, ImageLabels):
+            image_ids, rows = self._rows_of_dataset(labels, skip_unknown)
+        else:
+            image_ids, rows = self._rows_of_lists(labels, image_ids, skip_unknown)
+        return self.tag_rows(rows, N, include_known, image_ids)
+
+    def suggest(self, images=(), new=(), *, N=10, include_known=False, skip_unknown=False):
+        """Tags for training images by ID and for new images, in one call, in input order.
+
+        ``images`` are training image IDs (as for :meth:`tag`); ``new`` is a sequence whose
+        items are each either a list of labels (one new image; the lists are reported as
+        ``new-1``, ``new-2``, ... in order) or an ``ImageLabels`` of new images' pairs (see
+        :meth:`tag_new`). Returns the :class:`Tags` of ``images`` first, then those of ``new``.
+        """
+        results = self.tag(images, N, include_known) if len(images) else []
+        numbered = 0  # label lists so far: they are new-1, new-2, ... across the whole input
+        for is_dataset, group in itertools.groupby(new, lambda item: isinstance(item, ImageLabels)):
+            group = list(group)
+            if is_dataset:
+                for dataset in group:
+                    results += self.tag_new(dataset, N, include_known, skip_unknown=skip_unknown)
+                continue
+            ids = _new_ids(numbered, len(group))
+            results += self.tag_new(group, N, include_known, ids, skip_unknown)
+            numbered += len(group)
+        return results
+
+    def tag_rows(self, rows, N=10, include_known=False, image_ids=None):
+        """Like :meth:`tag_new`, with the known labels as a CSR matrix in label positions."""
+        self._check_fitted()
+        N = _check_n(N)
+        rows = binary_csr(rows, "rows", allow_empty=True)
+        if rows.shape[1] != self.n_labels:
+            raise ValueError(f"rows has {rows.shape[1]} columns for {self.n_labels} labels")
         if image_ids is None:
-            image_ids = [f"new-{k + 1}" for k in range(len(label_lists))]
-        if len(image_ids) != len(label_lists):
-            raise ValueError(f"{len(image_ids)} image IDs for {len(label_lists)} new images")
-        for image, group in zip(image_ids, label_lists):
-            if not group:
-                raise ValueError(f"new image {image!r} has no known label to start from")
-        positions = [self.label_index(group) for group in label_lists]
-        return self.tag_rows(self.rows_of(positions), N, include_known, image_ids)
+            image_ids = _new_ids(0, rows.shape[0])
+        empty = np.flatnonzero(np.diff(rows.indptr) == 0)
+        if empty.size:
+            raise ValueError(
+                f"new image {plain(image_ids[empty[0]])!r} has no known label to start from"
+            )
+        return self._suggest(None, list(image_ids), rows, N, include_known, new=True)
 
     def rows_of(self, positions):
         """A CSR matrix (one row per list of label positions) in this model's label space."""
@@ -373,19 +343,58 @@ class Annotator:
         matrix.data[:] = 1
         return matrix
 
-    def tag_rows(self, rows, N=10, include_known=False, image_ids=None):
-        """Like :meth:`tag_new`, with the known labels as a CSR matrix in label positions."""
-        self._check_fitted()
-        N = _check_n(N)
-        rows = sp.csr_matrix(rows)
+    def _rows_of_lists(self, label_lists, image_ids, skip_unknown):
+        """Rows (CSR) of new images given as lists of labels, and their IDs."""
+        label_lists = [[group] if np.ndim(group) == 0 else list(group) for group in label_lists]
         if image_ids is None:
-            image_ids = [f"new-{k + 1}" for k in range(rows.shape[0])]
+            image_ids = _new_ids(0, len(label_lists))
+        if len(image_ids) != len(label_lists):
+            raise ValueError(f"{len(image_ids)} image IDs for {len(label_lists)} new images")
+        positions = []
+        for image, group in zip(image_ids, label_lists):
+            where = f"new image {plain(image)!r}"
+            if not group:
+                raise ValueError(f"{where} has no known label to start from")
+            found = self.label_index(group, missing="ignore")
+            unknown = [label for label, position in zip(group, found) if position < 0]
+            if unknown and not skip_unknown:
+                self.label_index(unknown, where=where)  # raises, naming the first
+            if unknown:
+                warnings.warn(f"{where}: left out {len(unknown)} unknown label(s): "
+                              f"{', '.join(repr(plain(v)) for v in unknown[:5])}")
+                if len(unknown) == len(group):
+                    raise ValueError(f"{where}: no label the model knows")
+            positions.append(found[found >= 0])
+        return list(image_ids), self.rows_of(positions)
+
+    def _rows_of_dataset(self, dataset, skip_unknown):
+        """Rows (CSR) of the new images of an ImageLabels in this model's label space."""
+        where = dataset.source or "the new images"
+        columns = self.label_index(dataset.label_ids, missing="ignore")
+        unknown = np.flatnonzero(columns < 0)
+        if unknown.size and not skip_unknown:
+            self.label_index(dataset.label_ids[unknown], where=where)  # raises, naming the first
+        pairs = dataset.user_items.tocoo()
+        keep = columns[pairs.col] >= 0
+        if unknown.size:
+            warnings.warn(
+                f"{where}: left out {int(np.count_nonzero(~keep)):,} pair(s) with "
+                f"{unknown.size:,} unknown label(s), e.g. {plain(dataset.label_ids[unknown[0]])!r}"
+            )
+        rows = sp.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=np.float32),
+             (pairs.row[keep], columns[pairs.col[keep]])),
+            shape=(dataset.n_images, self.n_labels),
+        )
+        image_ids = [plain(image) for image in dataset.image_ids]
         empty = np.flatnonzero(np.diff(rows.indptr) == 0)
         if empty.size:
-            raise ValueError(
-                f"new image {_plain(image_ids[empty[0]])!r} has no known label to start from"
-            )
-        return self._suggest(None, list(image_ids), rows, N, include_known, new=True)
+            # with unknown labels skipped (or images without pairs): nothing to start from
+            warnings.warn(f"{where}: left out {empty.size:,} image(s) without any label the "
+                          f"model knows, e.g. {image_ids[empty[0]]!r}")
+            kept = np.flatnonzero(np.diff(rows.indptr) > 0)
+            rows, image_ids = rows[kept], [image_ids[k] for k in kept]
+        return image_ids, rows
 
     def _known_rows(self, rows):
         if self.user_items is None:
@@ -411,13 +420,12 @@ class Annotator:
         for k in range(count):
             valid = n if include_known else min(n, self.n_labels - int(n_known[k]))
             suggested = ids[k, :valid]
-            known_ids = self.label_ids[known[k].indices]
             results.append(
                 Tags(
-                    image=_plain(image_ids[k]),
+                    image=plain(image_ids[k]),
                     new=new,
-                    known=[_plain(v) for v in known_ids],
-                    labels=[_plain(v) for v in self.label_ids[suggested]],
+                    known=[plain(v) for v in self.label_ids[known[k].indices]],
+                    labels=[plain(v) for v in self.label_ids[suggested]],
                     names=[str(v) for v in self.label_names[suggested]],
                     scores=[float(v) for v in scores[k, :valid]],
                 )
@@ -436,10 +444,78 @@ class Annotator:
         n = min(N + 1, self.n_labels)
         ids, scores = self.model.similar_items(position, N=n)
         return [
-            (_plain(self.label_ids[i]), str(self.label_names[i]), float(s))
+            (plain(self.label_ids[i]), str(self.label_names[i]), float(s))
             for i, s in zip(ids, scores)
             if i != position
         ][:N]
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def held_out(self, pairs, *, skip_unknown=False):
+        """Held-out (image, label) pairs of training images as a CSR matrix over this model's
+        images and labels, for :func:`vse_recsys.evaluation.ranking_metrics`.
+
+        ``pairs`` is an ``ImageLabels`` (e.g. read from a file). A pair whose image or label
+        the model does not know raises KeyError (or, with ``skip_unknown``, is left out with a
+        warning); a pair that is a training label raises ValueError, since it was trained on.
+        """
+        if self.user_items is None:
+            raise ValueError("this Annotator holds no training labels; held-out pairs need them")
+        where = pairs.source or "the test pairs"
+        rows = self.image_index(pairs.image_ids, missing="ignore")
+        columns = self.label_index(pairs.label_ids, missing="ignore")
+        matrix = pairs.user_items.tocoo()
+        keep = (rows[matrix.row] >= 0) & (columns[matrix.col] >= 0)
+        if not keep.all():
+            if not skip_unknown:
+                self._images.raise_unknown(pairs.image_ids, rows, where)
+                self.label_index(pairs.label_ids[columns < 0], where=where)  # raises
+            warnings.warn(f"{where}: left out {int(np.count_nonzero(~keep)):,} pair(s) whose "
+                          f"image or label the model does not know")
+        test = sp.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=np.float32),
+             (rows[matrix.row[keep]], columns[matrix.col[keep]])),
+            shape=self.user_items.shape,
+        )
+        if test.nnz == 0:
+            raise ValueError(f"{where} has no pair of a training image and a known label")
+        overlap = self.user_items.multiply(test).tocoo()
+        if overlap.nnz:
+            raise ValueError(
+                f"{where}: {overlap.nnz:,} test pair(s) are training labels of the model, e.g. "
+                f"image {plain(self.image_ids[overlap.row[0]])!r} label "
+                f"{plain(self.label_ids[overlap.col[0]])!r}; test pairs must be held out of the "
+                f"data the model was fitted on (or evaluate by leave-one-out)"
+            )
+        return test
+
+    def evaluate(self, pairs, K=(5, 10), *, skip_unknown=False, show_progress=False):
+        """The paper's metrics of this model on held-out pairs (see :meth:`held_out`)."""
+        from .evaluation import ranking_metrics
+
+        self._check_fitted()
+        test = self.held_out(pairs, skip_unknown=skip_unknown)
+        return ranking_metrics(self.model, self.user_items, test, K=K, show_progress=show_progress)
+
+    def evaluate_leave_one_out(self, dataset, K=(5, 10), *, random_state=0, show_progress=False):
+        """Metrics of a FRESH model with this model's parameters, by leave-one-out on ``dataset``.
+
+        One random label of each image with two or more is held out (seeded by
+        ``random_state``), a new model with this model's parameters is fitted on the rest and
+        evaluated on the held-out labels. This model's own vectors cannot be evaluated this
+        way: they were trained on the labels that would be held out.
+
+        Returns ``(metrics, n_held_out)``.
+        """
+        from .evaluation import ranking_metrics
+
+        train, test = leave_one_out_split(dataset, random_state=random_state)
+        if test.nnz == 0:
+            raise ValueError("no image has two labels: nothing to hold out")
+        model = type(self.model)(**self.model.get_params())
+        model.fit(train, show_progress=show_progress)
+        metrics = ranking_metrics(model, train, test, K=K, show_progress=show_progress)
+        return metrics, int(test.nnz)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -452,16 +528,13 @@ class Annotator:
         buffer = io.BytesIO()
         self.model.save(buffer)
         arrays = {_MODEL_PREFIX + name: value for name, value in read_npz(buffer).items()}
-        arrays["format"] = np.array(FORMAT_NAME)
-        arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
         arrays["image_ids"] = self.image_ids
         arrays["label_ids"] = self.label_ids
         arrays["label_names"] = self.label_names
         if self.user_items is not None:
             arrays["train_indptr"] = self.user_items.indptr.astype(np.int64)
             arrays["train_indices"] = self.user_items.indices.astype(np.int32)
-
-        return atomic_savez(path, arrays)
+        return write_model_file(path, "Annotator", arrays)
 
     @classmethod
     def load(cls, path):
@@ -475,39 +548,10 @@ class Annotator:
         FileNotFoundError
             No such file (``path`` and ``path + ".npz"`` are tried).
         ModelFileError
-            Not a model file, a bare ``VSEEns.save`` file, a damaged file, or a file from a
-            newer vse-recsys (``format_version`` above :data:`FORMAT_VERSION`).
+            Not a model file, a bare model file (``VSEEns.save``: the message says how to use
+            it), another tool's file, a damaged file, or a file from a newer vse-recsys.
         """
-        path = Path(path)
-        if not path.exists() and path.suffix != ".npz":
-            with_suffix = npz_path(path)
-            path = with_suffix if with_suffix.exists() else path
-        arrays = read_npz(path)
-        if "format_version" not in arrays:
-            if "item_factors" in arrays:
-                raise ModelFileError(
-                    f"{path} is a bare VSEEns model (VSEEns.save) without image IDs and label "
-                    f"names; load it with VSEEns.load, or save it with "
-                    f"Annotator(model, label_ids, ...).save to use it here"
-                )
-            raise ModelFileError(
-                f"{path} is not a vse-recsys model file: it has no format_version (an .npz "
-                f"written by 'vse-recsys fit' or Annotator.save was expected)"
-            )
-        version = arrays["format_version"]
-        if version.shape != () or version.dtype.kind not in "iu":
-            raise ModelFileError(f"{path} has an unreadable format_version {version!r}")
-        version = int(version)
-        if version > FORMAT_VERSION:
-            from . import __version__
-
-            raise ModelFileError(
-                f"{path} has model format version {version}, newer than this vse-recsys "
-                f"({__version__}) can read (up to version {FORMAT_VERSION}); upgrade vse-recsys "
-                f"to use it"
-            )
-        if version < 1:
-            raise ModelFileError(f"{path} has an unknown model format version {version}")
+        arrays, _ = read_model_file(path, "Annotator")
         try:
             return cls._from_arrays(arrays, str(path))
         except ModelFileError:
@@ -526,7 +570,13 @@ class Annotator:
         for key in ("user_factors", "item_factors"):
             if key not in model_arrays:
                 raise KeyError(f"no model {key}")
-        model = VSEEns._from_arrays(model_arrays, name)
+        kind = kind_of(model_arrays)
+        if kind not in MODEL_CLASSES:
+            raise ModelFileError(f"{name} holds no model an Annotator can use ({kind or 'unknown'})")
+        check_kind(model_arrays, kind, f"{name} (its model)")
+        model_arrays.pop("format", None)
+        model_arrays.pop("format_version", None)
+        model = MODEL_CLASSES[kind]._from_arrays(model_arrays, name)
         for key in ("image_ids", "label_ids", "label_names"):
             _checked_1d(arrays, key, "iuU", "integers or strings")
         for what, factors in (("image", model.user_factors), ("label", model.item_factors)):
@@ -543,6 +593,11 @@ class Annotator:
         )
         annotator._check_fitted()
         return annotator
+
+
+def _new_ids(start, count):
+    """The IDs new images given by their labels are reported under: new-1, new-2, ..."""
+    return [f"new-{k + 1}" for k in range(start, start + count)]
 
 
 def _checked_1d(arrays, key, kinds, what):
@@ -572,17 +627,6 @@ def _training_labels(arrays):
     )
     user_items.check_format(full_check=True)
     return user_items
-
-
-class _NamePositions:
-    """``get_indexer`` over unique label names, giving label positions."""
-
-    def __init__(self, names, positions):
-        self.names, self.positions = names, positions
-
-    def get_indexer(self, values):
-        found = self.names.get_indexer(values)
-        return np.where(found >= 0, self.positions[np.maximum(found, 0)], -1)
 
 
 def _check_n(N):

@@ -11,7 +11,6 @@ status 2 for a wrong command line and 1 otherwise; ``--debug`` shows the traceba
 
 import argparse
 import csv
-import inspect
 import io
 import json
 import os
@@ -21,14 +20,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import __version__
-
-# the --format values of `fit` and `evaluate` (each is a reader of vse_recsys.adapters)
-DATA_FORMATS = ("auto", "pairs", "openimages", "nuswide", "nuswide-tags", "nuswide-pairs",
-                "mulan", "movielens")
-_MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+from .adapters.formats import FORMATS, guess_format, read_any
 
 
 class UserError(Exception):
@@ -139,42 +133,57 @@ def _cutoffs(text):
     return tuple(dict.fromkeys(values))
 
 
-def _add_dataset_options(group, *, positional_help=None, pairs="DATA with --format pairs"):
+def _add_dataset_options(group, *, positional_help=None):
+    """DATA, --format, --dataset, --data-dir, and every option of every format's reader."""
     if positional_help:
         group.add_argument("data", nargs="?", metavar="DATA", help=positional_help)
-    group.add_argument("--format", choices=DATA_FORMATS, default="auto",
-                       help="format of DATA (default: auto: *.arff is mulan, a folder holding "
-                       "u.data / ratings.dat / ratings.csv is movielens, a folder holding "
-                       "ImageList/ is nuswide, anything else pairs)")
+    group.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                       help="format of DATA (default: auto: *.arff, also compressed, is mulan, a "
+                       "folder holding u.data / ratings.dat / ratings.csv is movielens, a folder "
+                       "holding ImageList/ is nuswide, anything else pairs)")
     group.add_argument("--dataset", metavar="NAME",
                        help="instead of DATA, one of the shared datasets by name: corel5k, "
                        "delicious, nuswide81, movielens-100k (read from --data-dir)")
     group.add_argument("--data-dir", metavar="DIR",
                        help="folder of the shared datasets (default: $VSE_RECSYS_DATA, else "
                        "../shared/data)")
-    _add_pair_options(group, what=pairs)
-    group.add_argument("--xml", metavar="FILE",
-                       help="mulan: the XML label header (default: <name>.xml beside the ARFF "
-                       "file, or the only .xml there)")
-    group.add_argument("--min-rating", type=float, default=4.0, metavar="R",
-                       help="movielens: lowest rating that counts as positive (default 4)")
-    group.add_argument("--class-names", metavar="CSV",
-                       help="openimages: class-descriptions CSV giving the labels' display names")
-    group.add_argument("--split", choices=("train", "test"),
-                       help="nuswide-pairs: keep only the official train or test split")
+    _add_format_options(group, FORMATS.values())
 
 
-def _add_pair_options(group, *, what):
-    group.add_argument("--image-col", default="image", metavar="COLUMN",
-                       help=f"{what}: column of the image IDs (default 'image'; a 0-based "
-                       f"number with --no-header)")
-    group.add_argument("--label-col", default="label", metavar="COLUMN",
-                       help=f"{what}: column of the labels (default 'label')")
-    group.add_argument("--sep", metavar="SEP",
-                       help=f"{what}: field separator (default: from the suffix, .csv comma, "
-                       f".tsv tab, else guessed from the first line)")
-    group.add_argument("--no-header", dest="header", action="store_false",
-                       help=f"{what}: the file has no header line")
+def _add_format_options(group, formats, *, what=None):
+    """The options of these formats' readers, as ``--name`` (a boolean that defaults to True
+    as ``--no-name``). Each defaults to None, so that the reader's own default applies and
+    :func:`_format_options` can tell which options were given."""
+    for data_format in formats:
+        for option in data_format.options:
+            flag = option.name.replace("_", "-")
+            text = f"{what or data_format.name}: {option.help}"
+            if option.type is bool:
+                group.add_argument(f"--no-{flag}", dest=option.name, action="store_false",
+                                   default=None, help=f"{text}: say that it has not")
+                continue
+            shown = "" if option.default is None else f" (default {option.default})"
+            group.add_argument(f"--{flag}", dest=option.name, type=option.type, default=None,
+                               choices=option.choices, metavar=option.metavar,
+                               help=text + shown)
+
+
+def _format_options(args, name):
+    """The reader options given on the command line for format ``name``; an option of another
+    format is a mistake (it would be ignored), not silently dropped."""
+    given = {
+        option.name: (data_format.name, getattr(args, option.name))
+        for data_format in FORMATS.values()
+        for option in data_format.options
+        if getattr(args, option.name, None) is not None
+    }
+    allowed = {option.name for option in FORMATS[name].options}
+    for option, (owner, _) in given.items():
+        if option not in allowed:
+            flag = f"--no-{option}" if option == "header" else f"--{option.replace('_', '-')}"
+            raise UserError(f"{flag} is an option of the {owner} format, but the data is read "
+                            f"as {name}")
+    return {option: value for option, (_, value) in given.items()}
 
 
 # VSEEns parameters as `fit` options: (option, parameter, type, help)
@@ -205,11 +214,7 @@ _MODEL_OPTIONS = (
 def _model_defaults():
     from .model import VSEEns
 
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(VSEEns.__init__).parameters.items()
-        if name != "self"
-    }
+    return VSEEns().get_params()
 
 
 def _add_model_options(group):
@@ -303,7 +308,7 @@ def _tag_parser(commands):
     inputs.add_argument("--labels-file", metavar="FILE",
                         help="new images as (image, label) pairs, CSV/TSV: each image of the "
                         "file is folded in from its labels, under its ID from the file")
-    _add_pair_options(inputs, what="--labels-file")
+    _add_format_options(inputs, [FORMATS["pairs"]], what="--labels-file (pairs)")
     inputs.add_argument("--skip-unknown", action="store_true",
                         help="--labels / --labels-file: leave out labels the model does not "
                         "know (with a warning) instead of failing")
@@ -350,7 +355,7 @@ def _evaluate_parser(commands):
     mode.add_argument("--skip-unknown", action="store_true",
                       help="--test: leave out pairs whose image or label the model does not "
                       "know (with a warning) instead of failing")
-    _add_dataset_options(mode, pairs="--test, and DATA with --format pairs")
+    _add_dataset_options(mode)
     options = evaluate.add_argument_group("metrics and output")
     options.add_argument("-k", "--k", dest="k", type=_cutoffs, default=(5, 10), metavar="K,...",
                          help="cut-offs for P@k, R@k, NDCG@k (default 5,10)")
@@ -371,76 +376,7 @@ def _evaluate_parser(commands):
 # -- reading datasets -----------------------------------------------------------------------------
 
 
-def _column(value, header):
-    """A column option: a name, or with --no-header a 0-based position."""
-    if header:
-        return value
-    try:
-        position = int(value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"with --no-header, columns are 0-based numbers; got {value!r}"
-        ) from None
-    if position < 0:
-        raise UserError(f"column numbers start at 0; got {value}")
-    return position
-
-
-def _read_pair_file(args, path, what="data file"):
-    from .adapters import read_pairs
-
-    _must_exist(path, what)
-    return read_pairs(
-        path,
-        _column(args.image_col, args.header),
-        _column(args.label_col, args.header),
-        sep=args.sep,
-        header=args.header,
-    )
-
-
-def _must_exist(path, what):
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-
-
-def _guess_format(path):
-    if path.is_dir():
-        if any((path / name).is_file() for name in _MOVIELENS_FILES):
-            return "movielens"
-        if (path / "ImageList").is_dir():
-            return "nuswide"
-        if (path / "TagList1k.txt").is_file() or (path / "NUS_WID_Tags").is_dir():
-            return "nuswide-tags"
-        raise UserError(
-            f"{path} is a folder; say what it holds with --format (nuswide, nuswide-tags, "
-            f"movielens)"
-        )
-    if path.suffix.lower() == ".arff":
-        return "mulan"
-    if path.name in _MOVIELENS_FILES[:2]:
-        return "movielens"
-    return "pairs"
-
-
-def _mulan_xml(args, arff):
-    if args.xml:
-        return Path(args.xml)
-    stem = arff.stem
-    candidates = [arff.with_suffix(".xml")]
-    for suffix in ("-sparse", "-train", "-test"):
-        stem = stem.removesuffix(suffix)
-    candidates.append(arff.with_name(stem + ".xml"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    others = sorted(arff.parent.glob("*.xml"))
-    if len(others) == 1:
-        return others[0]
-    raise UserError(f"mulan needs the XML label header of {arff}: pass --xml FILE")
-
-
-def _read_dataset(args, *, quiet=False):
+def _read_dataset(args):
     """The ImageLabels named by DATA / --format / --dataset; returns (dataset, description)."""
     from . import adapters
 
@@ -456,30 +392,16 @@ def _read_dataset(args, *, quiet=False):
     if not args.data:
         what = "--leave-one-out DATA" if hasattr(args, "leave_one_out") else "a data file or folder"
         raise UserError(f"no data: give {what}, or --dataset NAME")
-    path = Path(args.data)
-    _must_exist(path, "data")
-    form = _guess_format(path) if args.format == "auto" else args.format
-    if form == "pairs":
-        dataset = _read_pair_file(args, path)
-    elif form == "mulan":
-        xml = _mulan_xml(args, path)
-        _must_exist(xml, "XML label header")
-        dataset = adapters.read_mulan(path, xml)
-    elif form == "movielens":
-        dataset = adapters.read_movielens(path, min_rating=args.min_rating)
-    elif form == "openimages":
-        if args.class_names:
-            _must_exist(args.class_names, "class names file")
-        dataset = adapters.read_openimages(path, args.class_names)
-    elif form == "nuswide":
-        dataset = adapters.read_nuswide(path)
-    elif form == "nuswide-tags":
-        dataset = adapters.read_nuswide_tags(path)
-    elif form == "nuswide-pairs":
-        dataset = adapters.read_nuswide_pairs(path, split=args.split)
-    else:  # argparse's choices keep this out of reach
-        raise UserError(f"unknown format {form!r}")
-    return dataset, f"{path} ({form} format)"
+    name = args.format
+    if name == "auto" and Path(args.data).exists():
+        name = guess_format(args.data)
+    options = _format_options(args, name) if name in FORMATS else {}
+    return read_any(args.data, name, **options), f"{args.data} ({name} format)"
+
+
+def _read_pairs(args, path):
+    """A file of (image, label) pairs (--labels-file, --test), with the pairs options given."""
+    return read_any(path, "pairs", **_format_options(args, "pairs"))
 
 
 def _model_params(args):
@@ -505,6 +427,8 @@ def _fit(args):
     model = VSEEns(**_model_params(args))
     _check_model(model)
     output = Path(args.output)
+    if output.is_dir():  # before .npz is appended: `-o FOLDER` must not write FOLDER.npz
+        raise IsADirectoryError(f"cannot write {output}: it is a folder")
     if output.suffix != ".npz":
         output = output.with_name(output.name + ".npz")
     if not output.parent.is_dir():
@@ -553,110 +477,37 @@ def _read_id_lines(path):
     if path == "-":
         lines = sys.stdin.read().splitlines()
     else:
-        _must_exist(path, "images file")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"images file {path} does not exist")
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _split_labels(text):
-    labels = [part.strip() for part in text.split(",") if part.strip()]
+    """The labels of one --labels value: comma-separated, with CSV quoting for a label that
+    holds a comma (``'"sky, blue",sea'``)."""
+    labels = [part.strip() for part in next(csv.reader([text], skipinitialspace=True), [])]
+    labels = [label for label in labels if label]
     if not labels:
         raise UserError(f"--labels {text!r} names no label")
     return labels
 
 
 def _tag(args):
-    if args.fold_in_iterations is not None and args.fold_in_iterations < 1:
-        raise UserError("--fold-in-iterations must be >= 1")
     if not (args.image or args.images_file or args.labels or args.labels_file):
         raise UserError("nothing to tag: give --image, --images-file, --labels or --labels-file")
     annotator = _load_annotator(args)
     if args.fold_in_iterations is not None:
         annotator.model.fold_in_iterations = args.fold_in_iterations
-    N, known = args.top, args.include_known
-
-    images = list(args.image)
-    if args.images_file:
-        images += _read_id_lines(args.images_file)
-    results = []
-    if images:
-        rows = annotator.image_index(images)
-        if annotator.user_items is not None:
-            empty = np.flatnonzero(np.diff(annotator.user_items.indptr)[rows] == 0)
-            if empty.size:
-                _note(args, f"vse-recsys: note: {empty.size:,} image(s) had no label in "
-                      f"training (e.g. {images[empty[0]]!r}); their suggestions carry no "
-                      f"information")
-        results += annotator.tag(images, N=N, include_known=known)
-
-    new_ids, new_positions = [], []
-    for k, text in enumerate(args.labels, start=1):
-        new_ids.append(f"new-{k}")
-        new_positions.append(_label_positions(annotator, _split_labels(text), args,
-                                              f"--labels {text!r}"))
-    if new_positions:
-        results += annotator.tag_rows(annotator.rows_of(new_positions), N, known, new_ids)
+    images = list(args.image) + (_read_id_lines(args.images_file) if args.images_file else [])
+    new = [_split_labels(text) for text in args.labels]
     if args.labels_file:
-        file_ids, rows = _read_new_images(annotator, args)
-        if file_ids:
-            results += annotator.tag_rows(rows, N, known, file_ids)
-        _note(args, f"vse-recsys: note: folded in {len(file_ids):,} new image(s) from "
-              f"{args.labels_file}")
+        new.append(_read_pairs(args, args.labels_file))
+    results = annotator.suggest(images, new, N=args.top, include_known=args.include_known,
+                                skip_unknown=args.skip_unknown)
     _write_tags(results, args)
     return 0
-
-
-def _label_positions(annotator, labels, args, where):
-    positions = annotator.label_index(labels, missing="ignore")
-    if not args.skip_unknown and (positions < 0).any():
-        _raise_in(where, annotator.label_index, [labels[int(np.argmax(positions < 0))]])
-    unknown = [label for label, position in zip(labels, positions) if position < 0]
-    if unknown:
-        warnings.warn(f"{where}: left out {len(unknown)} unknown label(s): "
-                      f"{', '.join(map(repr, unknown[:5]))}")
-        positions = positions[positions >= 0]
-        if not positions.size:
-            raise ValueError(f"{where}: no label the model knows")
-    return positions
-
-
-def _read_new_images(annotator, args):
-    """New images from a pairs file: their IDs and a CSR of their labels in model columns."""
-    data = _read_pair_file(args, args.labels_file, "labels file")
-    columns = annotator.label_index(list(data.label_ids), missing="ignore")
-    unknown = np.flatnonzero(columns < 0)
-    if unknown.size and not args.skip_unknown:
-        _raise_in(args.labels_file, annotator.label_index, [data.label_ids[unknown[0]]])
-    matrix = data.user_items.tocoo()
-    keep = columns[matrix.col] >= 0
-    if unknown.size:
-        warnings.warn(
-            f"{args.labels_file}: left out {int(np.count_nonzero(~keep)):,} pair(s) with "
-            f"{unknown.size:,} unknown label(s), e.g. {data.label_ids[unknown[0]]!r}"
-        )
-    rows = sp.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=np.float32), (matrix.row[keep], columns[matrix.col[keep]])),
-        shape=(data.n_images, annotator.n_labels),
-    )
-    image_ids = [image.item() if isinstance(image, np.generic) else image
-                 for image in data.image_ids]
-    empty = np.flatnonzero(np.diff(rows.indptr) == 0)
-    if empty.size:  # only with --skip-unknown: every label of these images was unknown
-        warnings.warn(f"{args.labels_file}: left out {empty.size:,} image(s) without any label "
-                      f"the model knows, e.g. {image_ids[empty[0]]!r}")
-        kept = np.flatnonzero(np.diff(rows.indptr) > 0)
-        rows, image_ids = rows[kept], [image_ids[k] for k in kept]
-    return image_ids, rows
-
-
-def _raise_in(where, lookup, values):
-    """Call a lookup that raises KeyError for `values`, prefixing its message with `where`."""
-    try:
-        lookup(values)
-    except KeyError as error:
-        raise KeyError(f"{where}: {error.args[0]}") from None
-    raise AssertionError(f"{values!r} was expected to be unknown")
 
 
 def _open_output(path):
@@ -714,78 +565,28 @@ def _write_tags(results, args):
 
 
 def _evaluate(args):
-    from .evaluation import ranking_metrics
-
     if bool(args.test) == bool(args.leave_one_out):
         raise UserError("give exactly one of --test FILE and --leave-one-out DATA")
     if args.test and args.dataset:
         raise UserError("--dataset goes with --leave-one-out, not --test")
     args.data = args.leave_one_out if isinstance(args.leave_one_out, str) else None
     annotator = _load_annotator(args)
+    progress = not args.quiet
     if args.test:
-        train, test = annotator.user_items, _read_test_pairs(annotator, args)
-        model = annotator.model
+        metrics = annotator.evaluate(_read_pairs(args, args.test), K=args.k,
+                                     skip_unknown=args.skip_unknown, show_progress=progress)
         how = f"saved model on {args.test}"
     else:
-        model, train, test, how = _fit_leave_one_out(annotator, args)
-    metrics = ranking_metrics(model, train, test, K=args.k, show_progress=not args.quiet)
+        dataset, description = _read_dataset(args)
+        _note(args, f"Leave-one-out on {description}: {dataset.n_images:,} images x "
+              f"{dataset.n_labels:,} labels; fitting a fresh model with the saved model's "
+              f"parameters")
+        metrics, held_out = annotator.evaluate_leave_one_out(
+            dataset, K=args.k, random_state=args.seed, show_progress=progress)
+        how = (f"leave-one-out on {description}, split seed {args.seed}, {held_out:,} held-out "
+               f"labels")
     _write_metrics(metrics, how, args)
     return 0
-
-
-def _read_test_pairs(annotator, args):
-    """The test pairs as a CSR matrix over the model's images and labels."""
-    if annotator.user_items is None:
-        raise ValueError(f"{args.model} holds no training labels; --test needs them")
-    data = _read_pair_file(args, args.test, "test file")
-    rows = annotator._images.positions(list(data.image_ids))
-    columns = annotator.label_index(list(data.label_ids), missing="ignore")
-    pairs = data.user_items.tocoo()
-    keep = (rows[pairs.row] >= 0) & (columns[pairs.col] >= 0)
-    if not keep.all():
-        if not args.skip_unknown:
-            unknown_images = np.flatnonzero(rows < 0)
-            if unknown_images.size:
-                _raise_in(args.test, annotator.image_index, [data.image_ids[unknown_images[0]]])
-            _raise_in(args.test, annotator.label_index,
-                      [data.label_ids[np.flatnonzero(columns < 0)[0]]])
-        warnings.warn(f"{args.test}: left out {int(np.count_nonzero(~keep)):,} pair(s) whose "
-                      f"image or label the model does not know")
-    test = sp.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=np.float32),
-         (rows[pairs.row[keep]], columns[pairs.col[keep]])),
-        shape=annotator.user_items.shape,
-    )
-    if test.nnz == 0:
-        raise ValueError(f"{args.test} has no pair of a training image and a known label")
-    overlap = annotator.user_items.multiply(test).tocoo()
-    if overlap.nnz:
-        image = annotator.image_ids[overlap.row[0]].item()
-        label = annotator.label_ids[overlap.col[0]].item()
-        raise ValueError(
-            f"{args.test}: {overlap.nnz:,} test pair(s) are training labels of the model, e.g. "
-            f"image {image!r} label {label!r}; test pairs must be held out of the data given to "
-            f"'fit' (or use --leave-one-out)"
-        )
-    return test
-
-
-def _fit_leave_one_out(annotator, args):
-    from .adapters import leave_one_out_split
-    from .model import VSEEns
-
-    dataset, description = _read_dataset(args)
-    train, test = leave_one_out_split(dataset, random_state=args.seed)
-    if test.nnz == 0:
-        raise ValueError(f"{description} has no image with two labels: nothing to hold out")
-    saved = annotator.model
-    params = {name: getattr(saved, name) for name in _model_defaults() if hasattr(saved, name)}
-    model = VSEEns(**params)
-    _note(args, f"Leave-one-out on {description}: {dataset.n_images:,} images x "
-          f"{dataset.n_labels:,} labels, {test.nnz:,} held-out labels; fitting a fresh model "
-          f"with the saved model's parameters")
-    model.fit(train, show_progress=not args.quiet)
-    return model, train, test, f"leave-one-out on {description}, split seed {args.seed}"
 
 
 def _write_metrics(metrics, how, args):

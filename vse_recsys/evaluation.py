@@ -66,6 +66,8 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ._validation import binary_csr
+
 __all__ = ["DEFAULT_K", "factor_metrics", "metric_names", "ranking_metrics", "score_metrics"]
 
 #: Cut-offs used when ``K`` is not given (the paper reports @5 and @10).
@@ -436,19 +438,8 @@ def _cumulative_discount(k):
 
 def _check_user_items(train_user_items, test_user_items):
     """Binary, canonical CSR copies of train and test, after shape and overlap checks."""
-    matrices = []
-    named = (("train_user_items", train_user_items), ("test_user_items", test_user_items))
-    for name, matrix in named:
-        if not sp.issparse(matrix):
-            raise TypeError(f"{name} must be a scipy.sparse matrix, got {type(matrix).__name__}")
-        if matrix.ndim != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {matrix.shape}")
-        csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-        csr.sum_duplicates()
-        csr.eliminate_zeros()  # an explicitly stored zero is not a label
-        csr.data[:] = 1.0
-        matrices.append(csr)
-    train, test = matrices
+    train = binary_csr(train_user_items, "train_user_items", allow_empty=True, stacklevel=4)
+    test = binary_csr(test_user_items, "test_user_items", allow_empty=True, stacklevel=4)
     if train.shape != test.shape:
         raise ValueError(
             f"train_user_items has shape {train.shape} but test_user_items has shape "

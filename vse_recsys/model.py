@@ -3,8 +3,6 @@
 import math
 import os
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse
@@ -13,15 +11,20 @@ from implicit.recommender_base import ModelFitError
 from tqdm.auto import tqdm
 
 from . import _sampler
-from ._npz import ModelFileError, atomic_savez, npz_path, read_npz, source_name
+from ._base import ParamsMixin
+from ._npz import ModelFileError, read_model_file, read_params, source_name, write_model_file
+from ._validation import (
+    binary_csr,
+    check_ids,
+    check_number,
+    check_seed,
+    resolve_random_state,
+    scores_finite,
+)
 from .memory import check_memory, estimate_fit_memory
 
 LOSSES = {"hinge": _sampler.Loss.HINGE, "warp": _sampler.Loss.WARP, "bpr": _sampler.Loss.BPR}
 SAMPLERS = {"uniform": _sampler.Sampler.UNIFORM, "adaptive": _sampler.Sampler.ADAPTIVE}
-#: Version of the layout ``VSEEns.save`` writes (``format_version`` in the file); ``load``
-#: refuses higher ones. Files written before the key existed read as version 1; version 2
-#: added ``candidates``.
-FORMAT_VERSION = 2
 # constructor arguments stored by ``save`` (besides dtype and an int random_state)
 _SAVED_PARAMS = (
     "factors",
@@ -45,7 +48,7 @@ class DivergenceError(ModelFitError, FloatingPointError):
     """Training produced non-finite factors (the learning rate is too high for the data)."""
 
 
-class VSEEns(MatrixFactorizationBase):
+class VSEEns(ParamsMixin, MatrixFactorizationBase):
     """VSE-ens: matrix factorisation ranked by a margin loss with adaptive negative sampling.
 
     Images are users and labels are items of ``implicit``'s interface: ``fit`` takes an
@@ -206,7 +209,7 @@ class VSEEns(MatrixFactorizationBase):
         self._check_params()
         if scipy.sparse.issparse(user_items) and len(user_items.shape) == 2:
             check_memory(self.estimate_memory(*user_items.shape, user_items.nnz), "VSEEns.fit")
-        user_items = check_user_items(user_items)
+        user_items = binary_csr(user_items)
         was_fitted = self.user_factors is not None
         generator = resolve_random_state(self.random_state)
         if was_fitted and isinstance(self.random_state, (int, np.integer)):
@@ -310,7 +313,7 @@ class VSEEns(MatrixFactorizationBase):
     def _keep_if_finite(self, epoch):
         """Remember this epoch's factors, or roll back to the last finite ones and raise."""
         good_users, good_items = self._last_good
-        if not _scores_finite(self.user_factors, self.item_factors):
+        if not scores_finite(self.user_factors, self.item_factors):
             self.user_factors, self.item_factors = good_users, good_items
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} of {self.iterations}: the factors "
@@ -334,26 +337,27 @@ class VSEEns(MatrixFactorizationBase):
                 "number of uniform draws it takes to find a violating label, which adaptive "
                 "draws would bias. Use loss='hinge' with sampler='adaptive' (VSE-ens) instead."
             )
-        _check_number("factors", self.factors, integer=True, low=1)
-        _check_number("iterations", self.iterations, integer=True, low=0)
-        _check_number("max_sampled", self.max_sampled, integer=True, low=1)
-        _check_number("candidates", self.candidates, integer=True, low=1)
+        check_number("factors", self.factors, integer=True, low=1)
+        check_number("iterations", self.iterations, integer=True, low=0)
+        check_number("max_sampled", self.max_sampled, integer=True, low=1)
+        check_number("candidates", self.candidates, integer=True, low=1)
         if self.loss == "warp" and self.candidates != 1:
             raise ValueError(
                 f"loss='warp' needs candidates=1, got {self.candidates}: WARP searches for a "
                 "violating negative itself (max_sampled)"
             )
-        _check_number("learning_rate", self.learning_rate, low=0, strict=True)
-        _check_number("regularization", self.regularization, low=0)
-        _check_number("margin", self.margin, low=0)
-        _check_number("rank_decay", self.rank_decay, low=0, strict=True)
-        _check_number("init_scale", self.init_scale, low=0, strict=True)
-        _check_number("fold_in_iterations", self.fold_in_iterations, integer=True, low=1)
-        _check_number("num_threads", self.num_threads, integer=True, low=0)
+        check_number("learning_rate", self.learning_rate, low=0, strict=True)
+        check_number("regularization", self.regularization, low=0)
+        check_number("margin", self.margin, low=0)
+        check_number("rank_decay", self.rank_decay, low=0, strict=True)
+        check_number("init_scale", self.init_scale, low=0, strict=True)
+        check_number("fold_in_iterations", self.fold_in_iterations, integer=True, low=1)
+        check_number("num_threads", self.num_threads, integer=True, low=0)
         if self.refresh_interval is not None:
-            _check_number("refresh_interval", self.refresh_interval, integer=True, low=1)
+            check_number("refresh_interval", self.refresh_interval, integer=True, low=1)
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        check_seed(self.random_state)
 
     def _threads(self):
         if self.num_threads:
@@ -401,21 +405,19 @@ class VSEEns(MatrixFactorizationBase):
     ):
         self._check_fitted()
         if not recalculate_user:  # folded-in images need not be in the model
-            _check_ids("userid", userid, self.user_factors.shape[0], "images")
+            check_ids("userid", userid, self.user_factors.shape[0], "images")
         if user_items is not None and scipy.sparse.issparse(user_items):
-            check_sparse_structure(user_items, "user_items")
             if user_items.shape[1] != self.item_factors.shape[0]:
                 raise ValueError(
                     f"user_items has {user_items.shape[1]} columns but the model knows "
                     f"{self.item_factors.shape[0]} labels; pass the rows of the training matrix"
                 )
             # as in fit: one 1 per label, explicit zeros are no labels (and any format works)
-            user_items = _binary_csr(user_items)
-            user_items.eliminate_zeros()
+            user_items = binary_csr(user_items, allow_empty=True)
         if filter_items is not None:
-            _check_ids("filter_items", filter_items, self.item_factors.shape[0], "labels")
+            check_ids("filter_items", filter_items, self.item_factors.shape[0], "labels")
         if items is not None:
-            _check_ids("items", items, self.item_factors.shape[0], "labels")
+            check_ids("items", items, self.item_factors.shape[0], "labels")
             if filter_items is not None:
                 raise ValueError("give either items (labels to rank) or filter_items, not both")
             if np.size(items) == 0 or np.ndim(items) != 1:
@@ -451,14 +453,14 @@ class VSEEns(MatrixFactorizationBase):
     ):
         self._check_fitted()
         if not recalculate_item:
-            _check_ids("itemid", itemid, self.item_factors.shape[0], "labels")
+            check_ids("itemid", itemid, self.item_factors.shape[0], "labels")
         return super().similar_items(itemid, N, recalculate_item, item_users, filter_items, items)
 
     similar_items.__doc__ = MatrixFactorizationBase.similar_items.__doc__
 
     def similar_users(self, userid, N=10, filter_users=None, users=None):
         self._check_fitted()
-        _check_ids("userid", userid, self.user_factors.shape[0], "images")
+        check_ids("userid", userid, self.user_factors.shape[0], "images")
         return super().similar_users(userid, N, filter_users, users)
 
     similar_users.__doc__ = MatrixFactorizationBase.similar_users.__doc__
@@ -501,7 +503,7 @@ class VSEEns(MatrixFactorizationBase):
                 f"userids must be a 1-d list with one id per row of user_items, got "
                 f"{userids.shape} ids for {rows.shape[0]} rows"
             )
-        _check_ids("userids", userids, np.iinfo(np.int32).max, "images at most")
+        check_ids("userids", userids, np.iinfo(np.int32).max, "images at most")
         if len(userids) and userids.max() >= self.user_factors.shape[0]:
             grown = np.zeros((userids.max() + 1, self.user_factors.shape[1]),
                              dtype=self.user_factors.dtype)
@@ -518,7 +520,7 @@ class VSEEns(MatrixFactorizationBase):
                 f"user_items has {user_items.shape[1]} columns but the model knows "
                 f"{self.item_factors.shape[0]} labels"
             )
-        return check_user_items(user_items, allow_empty=True)
+        return binary_csr(user_items, allow_empty=True, stacklevel=4)
 
     def _fold_in(self, rows):
         """Vectors for the images in ``rows`` (CSR) learned against the fixed label vectors."""
@@ -567,7 +569,7 @@ class VSEEns(MatrixFactorizationBase):
             False,
             self.candidates,
         )
-        if not _scores_finite(vectors, self.item_factors):
+        if not scores_finite(vectors, self.item_factors):
             raise DivergenceError(
                 f"folding in {n_images} images diverged with learning_rate="
                 f"{self.learning_rate}; refit with a lower learning_rate"
@@ -587,21 +589,17 @@ class VSEEns(MatrixFactorizationBase):
         A path is written atomically: to a temporary file in the same folder, flushed to disk,
         then renamed, so an interrupted save never leaves a truncated model behind. As with
         ``numpy.savez``, a path without the ``.npz`` suffix gets it appended. The file carries
-        ``format_version`` (:data:`FORMAT_VERSION`); ``load`` refuses newer versions.
+        ``format`` and ``format_version`` (see :mod:`vse_recsys._npz`); ``load`` refuses newer
+        versions.
         """
-        args = {name: getattr(self, name) for name in _SAVED_PARAMS}
-        args["user_factors"] = self.user_factors
-        args["item_factors"] = self.item_factors
-        args["dtype"] = np.dtype(self.dtype).name
+        arrays = {name: getattr(self, name) for name in _SAVED_PARAMS}
+        arrays["user_factors"] = self.user_factors
+        arrays["item_factors"] = self.item_factors
+        arrays["dtype"] = np.dtype(self.dtype).name
         if isinstance(self.random_state, (int, np.integer)):  # Generators can't go in an .npz
-            args["random_state"] = int(self.random_state)
-        args = {name: value for name, value in args.items() if value is not None}
-        args["format_version"] = np.int64(FORMAT_VERSION)
-
-        if isinstance(fileobj_or_path, (str, os.PathLike)):
-            atomic_savez(fileobj_or_path, args)
-        else:
-            np.savez(fileobj_or_path, **args)
+            arrays["random_state"] = int(self.random_state)
+        arrays = {name: value for name, value in arrays.items() if value is not None}
+        write_model_file(fileobj_or_path, "VSEEns", arrays)
 
     @classmethod
     def load(cls, fileobj_or_path):
@@ -616,49 +614,29 @@ class VSEEns(MatrixFactorizationBase):
         FileNotFoundError
             No such file.
         ModelFileError (a ValueError)
-            Not an ``.npz`` model, a truncated or corrupted file, a ``format_version`` newer
-            than this vse-recsys reads, an unknown entry, a missing or invalid parameter, or
-            factors that are not finite 2-D float arrays of matching shapes and dtype.
+            Not an ``.npz`` model, a file of another kind (an Annotator file, another tool's
+            model: the message says which), a truncated or corrupted file, a
+            ``format_version`` newer than this vse-recsys reads, an unknown entry, a missing or
+            invalid parameter, or factors that are not finite 2-D float arrays of matching
+            shapes and dtype.
         """
-        source = fileobj_or_path
-        if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
-            with_suffix = npz_path(source)
-            source = with_suffix if with_suffix.exists() else source
-        return cls._from_arrays(read_npz(source), source_name(source))
+        arrays, _ = read_model_file(fileobj_or_path, "VSEEns")
+        return cls._from_arrays(arrays, source_name(fileobj_or_path))
 
     @classmethod
     def _from_arrays(cls, arrays, name):
-        """A model from the arrays of a saved file, validated; ModelFileError names ``name``."""
+        """A model from the arrays of a saved file (without ``format`` and ``format_version``),
+        validated; ModelFileError names ``name``."""
 
         def fail(problem):
             return ModelFileError(f"{name} is not a valid VSEEns model file: {problem}")
 
-        version = arrays.get("format_version", np.int64(1))  # files before versioning: 1
-        if version.shape != () or version.dtype.kind not in "iu":
-            raise fail(f"format_version must be an integer, got {version!r}")
-        if int(version) > FORMAT_VERSION:
-            from . import __version__
-
-            raise ModelFileError(
-                f"{name} has VSEEns format version {int(version)}, newer than this vse-recsys "
-                f"({__version__}) can read (up to version {FORMAT_VERSION}); upgrade vse-recsys "
-                f"to load it"
-            )
-        if int(version) < 1:
-            raise fail(f"unknown format_version {int(version)}")
-        known = {*_SAVED_PARAMS, "dtype", "random_state", "format_version"}
+        known = {*_SAVED_PARAMS, "dtype", "random_state"}
         unknown = sorted(set(arrays) - known - {"user_factors", "item_factors"})
         if unknown:
             raise fail(f"unknown entry {unknown[0]!r} (is it from a newer vse-recsys?)")
 
-        params = {}
-        for key in known - {"format_version"}:
-            if key not in arrays:
-                continue
-            value = arrays[key]
-            if value.shape != () or value.dtype.kind not in "biufU":
-                raise fail(f"parameter {key!r} must be a single number or string, got {value!r}")
-            params[key] = value.item()
+        params = read_params(arrays, known, fail)
         missing = sorted({"factors", "dtype"} - set(params))
         if missing:
             raise fail(f"parameter {missing[0]!r} is missing")
@@ -682,173 +660,9 @@ class VSEEns(MatrixFactorizationBase):
             )
             if model.item_factors.shape[0] == 0:
                 raise fail("item_factors has no rows: a fitted model has at least one label")
-            if not _scores_finite(model.user_factors, model.item_factors):
+            if not scores_finite(model.user_factors, model.item_factors):
                 raise fail("the factors are so large that scores overflow")
         return model
-
-
-# -- input checks (also used by the CLI and adapters) -------------------------------------------
-
-
-def check_user_items(user_items, allow_empty=False):
-    """Validate a training matrix and return a canonical CSR copy (the input is not modified).
-
-    Converts other sparse formats (with a warning), merges duplicate entries and drops explicit
-    zeros (each with a warning saying how many), sorts indices, makes the indices int32 and
-    every value 1. ``allow_empty`` accepts a matrix without rows or without positives (folding
-    in images that have no known label).
-    """
-    if not scipy.sparse.issparse(user_items):
-        raise ValueError(
-            f"user_items must be a scipy.sparse CSR matrix of shape (n_images, n_labels), got "
-            f"{type(user_items).__name__}; convert with scipy.sparse.csr_matrix(user_items)"
-        )
-    if user_items.format != "csr":
-        warnings.warn(
-            f"user_items is a {user_items.format.upper()} matrix; converting it to CSR (pass CSR "
-            f"to avoid the copy)",
-            stacklevel=3,
-        )
-    n_images, n_labels = user_items.shape
-    if n_labels == 0 or (n_images == 0 and not allow_empty):
-        raise ValueError(
-            f"user_items has shape {user_items.shape}: need at least one image and one label"
-        )
-    if n_labels >= 2**31 - 1:
-        raise ValueError(f"too many labels ({n_labels}); at most 2**31 - 2 are supported")
-    check_sparse_structure(user_items, "user_items")
-    # check the values as stored: converting COO or CSC to CSR sums duplicates, which could
-    # hide a negative or NaN entry
-    compressed = user_items.format in ("csr", "csc", "coo", "bsr")
-    if compressed:  # (CSR/CSC arrays may be longer than the stored entries)
-        data = np.asarray(user_items.data).reshape(-1)[: user_items.nnz]
-    else:
-        data = scipy.sparse.csr_matrix(user_items).data
-    if data.dtype.kind not in "biuf":
-        raise ValueError(f"user_items must hold numbers, got dtype {data.dtype}")
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise ValueError(
-            f"user_items has {np.count_nonzero(~np.isfinite(data))} NaN or infinite values; "
-            f"entries must be finite and positive (1 for 'image has label')"
-        )
-    if (data < 0).any():
-        raise ValueError(
-            f"user_items has {np.count_nonzero(data < 0)} negative values; entries must be "
-            f"positive (1 for 'image has label'), negatives are not supported"
-        )
-    matrix = _binary_csr(user_items)
-    stored = user_items.nnz  # with duplicates, also of a COO matrix that conversion merged
-    matrix.sum_duplicates()
-    if matrix.nnz != stored:
-        warnings.warn(
-            f"user_items has {stored - matrix.nnz} duplicate (image, label) entries; "
-            f"they were merged",
-            stacklevel=3,
-        )
-    zeros = matrix.nnz - np.count_nonzero(matrix.data)
-    if zeros:
-        matrix.eliminate_zeros()
-        warnings.warn(
-            f"user_items has {zeros} explicitly stored zeros; they are not positives and were "
-            f"dropped",
-            stacklevel=3,
-        )
-    if matrix.nnz == 0 and not allow_empty:
-        raise ValueError("user_items has no positive entries: nothing to train on")
-    matrix.indices = matrix.indices.astype(np.int32, copy=False)
-    return matrix
-
-
-def _binary_csr(matrix):
-    """A CSR copy of a sparse matrix with 1 for every stored non-zero (explicit zeros stay).
-
-    Values are made 1 before duplicates are summed (converting a COO matrix sums them), so the
-    sum cannot overflow: two uint8 entries of 128 would wrap to 0 and lose the label.
-    """
-    if matrix.format in ("csr", "csc", "coo", "bsr"):
-        binary = matrix.copy()
-        binary.data = (np.asarray(binary.data) != 0).astype(np.float32)
-        return scipy.sparse.csr_matrix(binary)  # shares binary's arrays when it is CSR
-    # LIL, DOK and DIA cannot hold duplicates
-    result = scipy.sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
-    result.data = (result.data != 0).astype(np.float32)
-    return result
-
-
-def check_sparse_structure(matrix, name):
-    """Refuse a CSR/CSC/COO matrix whose index arrays are inconsistent with its shape.
-
-    scipy checks them only when the matrix is built, so arrays changed afterwards (or built with
-    ``check_format`` skipped) can hold out-of-range indices, which would make scipy's
-    conversions and the compiled kernels read and write outside the arrays. Only reads the
-    arrays; raises ValueError saying what is wrong.
-    """
-    problem = None
-    if matrix.format in ("csr", "csc"):
-        major, minor = matrix.shape if matrix.format == "csr" else matrix.shape[::-1]
-        indptr, indices = np.asarray(matrix.indptr), np.asarray(matrix.indices)
-        if indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu":
-            problem = "indptr and indices must be 1-d integer arrays"
-        elif len(indptr) != major + 1:
-            problem = f"indptr has {len(indptr)} entries for {major} rows (needs {major + 1})"
-        elif indptr[0] != 0 or (major and (np.diff(indptr) < 0).any()):
-            problem = "indptr must start at 0 and never decrease"
-        elif indptr[-1] > min(len(indices), len(np.asarray(matrix.data))):
-            problem = f"indptr ends at {indptr[-1]} but only {len(indices)} indices are stored"
-        else:
-            problem = _index_problem(indices[: indptr[-1]], minor, "indices")
-    elif matrix.format == "coo":
-        problem = _index_problem(np.asarray(matrix.row), matrix.shape[0], "row indices")
-        problem = problem or _index_problem(np.asarray(matrix.col), matrix.shape[1], "col indices")
-    if problem:
-        raise ValueError(
-            f"{name} is not a valid {matrix.format.upper()} matrix of shape {matrix.shape}: "
-            f"{problem}. Was an index array changed after the matrix was built?"
-        )
-
-
-def _index_problem(indices, count, what):
-    if indices.dtype.kind not in "iu":
-        return f"{what} must be integers, got {indices.dtype}"
-    if indices.size and (indices.min() < 0 or indices.max() >= count):
-        bad = indices.min() if indices.min() < 0 else indices.max()
-        return f"{what} hold {bad}, outside 0..{count - 1}"
-    return None
-
-
-def resolve_random_state(random_state):
-    """A ``numpy.random.Generator`` from None, an int, a Generator or a legacy RandomState."""
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**63 - 1, dtype=np.int64))
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return np.random.default_rng(random_state)
-    raise TypeError(
-        f"random_state must be None, an int, a numpy Generator or RandomState, got "
-        f"{type(random_state).__name__}"
-    )
-
-
-def _check_number(name, value, *, integer=False, low=None, strict=False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
-        expected = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-
-
-def _check_ids(name, ids, count, what):
-    ids = np.asarray(ids)
-    if ids.size == 0:
-        return
-    if ids.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integer ids, got dtype {ids.dtype}")
-    low, high = ids.min(), ids.max()
-    if low < 0 or high >= count:
-        bad = low if low < 0 else high
-        raise IndexError(f"{name} {bad} is out of range: the model has {count} {what} (0..{count - 1})")
 
 
 def _checked_factors(array, key, model, fail):
@@ -867,22 +681,3 @@ def _checked_factors(array, key, model, fail):
     if not finite.all():
         raise fail(f"{key} holds {array.size - np.count_nonzero(finite):,} NaN or infinite values")
     return np.ascontiguousarray(array, dtype=model.dtype)
-
-
-def _max_row_norm(array):
-    """The largest Euclidean row norm, in float64 (NaN if any value is NaN)."""
-    if array.size == 0:
-        return 0.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        return math.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64).max())
-
-
-def _scores_finite(users, items):
-    """True when every score ``users[i] @ items[a]`` is finite in the factors' precision.
-
-    By Cauchy-Schwarz ``|u . v| <= |u| |v|``, so bounding the product of the largest row norms
-    by half the dtype's largest value (room for rounding) rules out NaN, infinite and
-    overflowing scores at once.
-    """
-    bound = _max_row_norm(users) * _max_row_norm(items)
-    return bool(bound < float(np.finfo(items.dtype).max) / 2)  # False for NaN
