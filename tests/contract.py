@@ -117,7 +117,7 @@ class ModelContract:
         model.save(tmp_path / "unfitted.npz")
         loaded = type(model).load(tmp_path / "unfitted.npz")
         assert loaded.user_factors is None and loaded.item_factors is None
-        assert loaded.get_params() == model.get_params() if hasattr(model, "get_params") else True
+        assert loaded.get_params() == model.get_params()
         assert pickle.loads(pickle.dumps(model)).user_factors is None
 
     def test_implicit_evaluation_runs(self, fitted):

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for the adapter tests: IDs, pair lists, sparse matrices, ARFF files.
+"""Helpers shared by the tests: training matrices and models, and Hypothesis strategies for
+IDs, pair lists, sparse matrices and ARFF files.
 
 Sizes are small on purpose: the properties (round trips, split invariants) do not need big
 inputs, and the whole adapters suite should run in well under a minute.
@@ -8,7 +9,45 @@ import numpy as np
 import scipy.sparse as sp
 from hypothesis import strategies as st
 
+from vse_recsys import VSEEns
 from vse_recsys.adapters._ids import integer_id
+
+# -- training matrices and models ---------------------------------------------------------------
+
+
+def random_labels(n_images=300, n_labels=60, per_image=4, seed=0):
+    """A binary CSR matrix, ``per_image`` draws per image from a Zipf-like label popularity."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_images), per_image)
+    popularity = 1 / np.arange(1, n_labels + 1)
+    cols = rng.choice(n_labels, size=rows.size, p=popularity / popularity.sum())
+    matrix = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_images, n_labels)
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1
+    return matrix
+
+
+def quick_model(**params):
+    """A small, fast, seeded one-thread VSEEns (``params`` override the settings)."""
+    settings = dict(factors=8, iterations=3, num_threads=1, random_state=0)
+    settings.update(params)
+    return VSEEns(**settings)
+
+
+#: every loss x sampler combination the engine trains
+CONFIGS = [
+    dict(loss="hinge", sampler="adaptive"),
+    dict(loss="hinge", sampler="uniform"),
+    dict(loss="warp", sampler="uniform"),
+    dict(loss="bpr", sampler="adaptive"),
+    dict(loss="bpr", sampler="uniform"),
+]
+
+
+# -- IDs and pairs ------------------------------------------------------------------------------
+
 
 # IDs that a CSV/TSV file round-trips as text: printable, no separators, quotes or line breaks,
 # no surrounding spaces, never empty, and never an integer ID (readers turn those into ints; the

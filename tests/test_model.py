@@ -7,36 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from strategies import CONFIGS, quick_model, random_labels
 from vse_recsys import VSEEns
 from vse_recsys.model import DivergenceError
-
-
-def random_labels(n_images=300, n_labels=60, per_image=4, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = np.repeat(np.arange(n_images), per_image)
-    popularity = 1 / np.arange(1, n_labels + 1)
-    cols = rng.choice(n_labels, size=rows.size, p=popularity / popularity.sum())
-    matrix = scipy.sparse.csr_matrix(
-        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_images, n_labels)
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1
-    return matrix
-
-
-def quick_model(**params):
-    settings = dict(factors=8, iterations=3, num_threads=1, random_state=0)
-    settings.update(params)
-    return VSEEns(**settings)
-
-
-CONFIGS = [
-    dict(loss="hinge", sampler="adaptive"),
-    dict(loss="hinge", sampler="uniform"),
-    dict(loss="warp", sampler="uniform"),
-    dict(loss="bpr", sampler="adaptive"),
-    dict(loss="bpr", sampler="uniform"),
-]
 
 
 # -- determinism and threads ----------------------------------------------------------------
