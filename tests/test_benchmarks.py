@@ -165,8 +165,8 @@ def test_throughput_quick_prints_every_model_and_the_ratios(script, capsys):
     assert "uniform+bpr / implicit BPR pairs/s" in out and "VSE-ens refresh share" in out
 
 
-def test_adapters_benchmark_times_every_shared_dataset(script, data_dir, capsys):
-    script("adapters").main(["--data-dir", str(data_dir), "--repeats", "1"])
+def test_reading_benchmark_times_every_shared_dataset(script, data_dir, capsys):
+    script("reading").main(["--data-dir", str(data_dir), "--repeats", "1"])
     out = capsys.readouterr().out
     for name in ("corel5k", "delicious", "nuswide81", "movielens-100k", "generated 200k x 5k"):
         assert name in out
