@@ -127,7 +127,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None,
                         help="JSON results (default benchmarks/results/scaling.json; with "
                              "--quick a file in the temp folder); .md and .png beside it")
-    harness.add_options(parser, "seed", "resume", "report")
+    harness.add_options(parser, "seed", "resume", "report", seed=dict(
+        help="random_state of the generated data, the test sample and every model"))
     args = parser.parse_args(argv)
 
     if args.report:
