@@ -18,7 +18,7 @@ Models (``factors=64`` for every factor model, ``num_threads=1`` for every model
 Protocol (the test labels never drive a choice):
 
 1. **split**: leave-one-out with seed 0 into train / test, then train leave-one-out with seed 1
-   into fit / validation (``defaults_sweep.get_splits``, the same splits as the defaults sweep).
+   into fit / validation (``harness.split``, the same splits as the defaults sweep).
 2. **tune**: every setting of a model's small grid (learning rate x regularisation; K for
    item-item; regularisation x alpha for ALS) is trained on fit for at most ``--max-epochs``
    epochs. Validation MAP is measured after epoch 1 and every 2nd epoch; a run stops when it
@@ -37,41 +37,29 @@ needs to reach 95% of the best test MAP of LightFM WARP (the better ``max_sample
 WARP, and the speed-up over those two models' own time to that target (the analogue of the
 paper's Table 4).
 
-Output: ``<out-dir>/compare_<dataset>.json`` (every run, curve and chosen setting; rewritten
-after every run, so ``--resume`` continues an interrupted run), ``compare_<dataset>.md`` (the
-tables) and ``compare_<dataset>.png`` (test MAP vs training time, one line per model).
+Output: ``<out-dir>/compare_<dataset>.json`` (every run, curve and chosen setting, one run per
+line; rewritten after every run, so ``--resume`` continues an interrupted run),
+``compare_<dataset>.md`` (the tables) and ``compare_<dataset>.png`` (test MAP vs training time,
+one line per model).
 """
 
-import argparse
-import json
-import multiprocessing
 import os
-import platform
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-# One BLAS / OpenMP thread per process unless a model asks for more: fair single-thread timing.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import harness  # first: it sets one BLAS / OpenMP thread per process before NumPy loads
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from defaults_sweep import FACTORS, Store, get_splits  # noqa: E402
-from vse_recsys import VSEEns  # noqa: E402
-from vse_recsys.adapters import generate_image_labels, leave_one_out_split  # noqa: E402
-from vse_recsys.evaluation import factor_metrics, score_metrics  # noqa: E402
+from harness import DATASETS, FACTORS, OUR_MODELS, REFERENCE_WARP  # noqa: E402
+from vse_recsys.adapters import generate_image_labels  # noqa: E402
 from vse_recsys.model import DivergenceError  # noqa: E402
 
-DATASETS = ("corel5k", "delicious", "movielens-100k", "nuswide81")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_FRACTION = 0.95
-REFERENCE_WARP = "WARP (ours)"
 THREAD_ROW_MODELS = ("VSE-ens", REFERENCE_WARP)
 
 
@@ -93,18 +81,18 @@ LIGHTFM_GRID = _grid(alpha=[0.0], learning_rate=[0.02, 0.05, 0.1]) + [
 # grid used with --small-grid (the grid's centre regularisation only). The grids are centred on
 # the validation-tuned defaults of benchmarks/results/defaults.md.
 MODELS = {
-    "VSE-ens": dict(kind="ours", fixed=dict(loss="hinge", sampler="adaptive", rank_decay=0.3),
+    "VSE-ens": dict(kind="ours", fixed=OUR_MODELS["VSE-ens"],
                     grid=_grid(regularization=[0.03, 0.01],
                                learning_rate=[0.015, 0.03, 0.06])),
-    "uniform hinge": dict(kind="ours", fixed=dict(loss="hinge", sampler="uniform"),
+    "uniform hinge": dict(kind="ours", fixed=OUR_MODELS["uniform hinge"],
                           grid=_grid(regularization=[0.03, 0.01],
                                      learning_rate=[0.015, 0.03, 0.06])),
-    REFERENCE_WARP: dict(kind="ours", fixed=dict(loss="warp", sampler="uniform"),
+    REFERENCE_WARP: dict(kind="ours", fixed=OUR_MODELS[REFERENCE_WARP],
                          grid=_grid(regularization=[0.03, 0.01],
                                     learning_rate=[0.001, 0.003, 0.01])),
-    "AOBPR": dict(kind="ours", fixed=dict(loss="bpr", sampler="adaptive", rank_decay=0.3),
+    "AOBPR": dict(kind="ours", fixed=OUR_MODELS["AOBPR"],
                   grid=_grid(regularization=[0.001, 0.01], learning_rate=[0.03, 0.1, 0.3])),
-    "BPR (ours)": dict(kind="ours", fixed=dict(loss="bpr", sampler="uniform"),
+    "BPR (ours)": dict(kind="ours", fixed=OUR_MODELS["BPR (ours)"],
                        grid=_grid(regularization=[0.001, 0.01], learning_rate=[0.03, 0.1, 0.3])),
     "LightFM WARP ms10": dict(kind="lightfm", fixed=dict(max_sampled=10), grid=LIGHTFM_GRID),
     "LightFM WARP ms100": dict(kind="lightfm", fixed=dict(max_sampled=100), grid=LIGHTFM_GRID),
@@ -125,8 +113,7 @@ DEFAULT_MODELS = list(MODELS)
 # regularisation, a flatter sampler), for investigating where it falls short. Its rows use
 # other factor counts than 64, so they are reported apart from the main comparison.
 MODELS["VSE-ens explore"] = dict(
-    kind="ours", fixed=dict(loss="hinge", sampler="adaptive", rank_decay=0.3,
-                            learning_rate=0.03, regularization=0.03),
+    kind="ours", fixed=dict(OUR_MODELS["VSE-ens"], learning_rate=0.03, regularization=0.03),
     grid=[dict(factors=128), dict(regularization=0.1), dict(rank_decay=1.0),
           dict(factors=128, regularization=0.1), dict(factors=128, rank_decay=1.0),
           dict(factors=32)])
@@ -134,7 +121,7 @@ MODELS["VSE-ens explore"] = dict(
 # Not in the default run either: the "sharper sampler" experiment. Each pair draws 2 or 4
 # adaptive negatives and trains on the one the model scores highest (VSEEns(candidates=c)).
 MODELS["VSE-ens best-of-c"] = dict(
-    kind="ours", fixed=dict(loss="hinge", sampler="adaptive", rank_decay=0.3),
+    kind="ours", fixed=OUR_MODELS["VSE-ens"],
     grid=_grid(regularization=[0.03], candidates=[2, 4], learning_rate=[0.015, 0.03, 0.06]))
 
 
@@ -149,28 +136,6 @@ def small_grid(grid):
     return [s for s in grid if s[first] == grid[0][first]]
 
 
-def code_state():
-    """Which code ran: git HEAD, the files changed since it, and a hash of the built kernels."""
-    import hashlib
-    import subprocess
-
-    import vse_recsys._sampler as kernels
-
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*command):
-        try:
-            return subprocess.run(["git", *command], cwd=root, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    changed = git("status", "--porcelain", "--untracked-files=no")
-    return dict(head=git("rev-parse", "HEAD"),
-                changed_files=changed.splitlines() if changed else [],
-                kernels_sha256=hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest())
-
-
 def lightfm_available():
     try:
         import lightfm  # noqa: F401
@@ -180,71 +145,14 @@ def lightfm_available():
 
 
 # --------------------------------------------------------------------------------------------
-# Timing and schedules
-
-
-class StopTraining(Exception):
-    """Raised from a per-epoch callback to end a fit early."""
-
-
-class TrainingClock:
-    """Cumulative training wall-clock that leaves out the time spent in evaluation.
-
-    ``start()`` before training; ``pause()`` when an epoch ends (returns the training seconds
-    so far); ``start()`` again when the evaluation is done.
-    """
-
-    def __init__(self):
-        self.seconds = 0.0
-        self._since = None
-
-    def start(self):
-        self._since = time.perf_counter()
-
-    def pause(self):
-        if self._since is not None:
-            self.seconds += time.perf_counter() - self._since
-            self._since = None
-        return self.seconds
-
-
-def curve_epochs(last):
-    """A log-ish schedule up to ``last``: every epoch to 8, every 2nd to 16, every 4th after."""
-    epochs = [e for e in range(1, last + 1) if e <= 8 or (e <= 16 and e % 2 == 0) or e % 4 == 0]
-    if last >= 1 and epochs[-1] != last:
-        epochs.append(last)
-    return epochs
-
-
-def time_to_target(curve, target, key="map"):
-    """Training seconds at the first curve point whose ``key`` is >= ``target``, else None.
-
-    Exact up to the evaluation schedule (the model may have crossed the target earlier,
-    between two evaluated epochs).
-    """
-    for point in curve:
-        if point[key] >= target:
-            return point["seconds"]
-    return None
-
-
-# --------------------------------------------------------------------------------------------
 # Training: every trainer calls on_epoch(epoch, seconds, scorer, stats) after each epoch, where
 # scorer() returns ("factors", U, V) or ("scores", fn); on_epoch raises StopTraining to stop.
 
 
 def _train_ours(train, spec, params, threads, seed, epochs, on_epoch, clock):
     # a setting may override the fixed parameters, factors included (the exploration grid)
-    model = VSEEns(**{"factors": FACTORS, **spec["fixed"], **params}, iterations=epochs,
-                   num_threads=threads, random_state=seed)
-
-    def callback(epoch, _seconds, stats):
-        on_epoch(epoch + 1, clock.pause(), lambda: ("factors", model.user_factors,
-                                                     model.item_factors), stats)
-        clock.start()
-
-    clock.start()
-    model.fit(train, show_progress=False, callback=callback)
+    harness.train_ours(train, {**spec["fixed"], **params}, threads=threads, seed=seed,
+                       epochs=epochs, on_epoch=on_epoch, clock=clock)
 
 
 def _train_lightfm(train, spec, params, threads, seed, epochs, on_epoch, clock):
@@ -334,62 +242,49 @@ def train_model(name, train, params, *, threads, seed, epochs, on_epoch):
     """Train model ``name`` with ``params``, calling ``on_epoch`` after every epoch."""
     spec = MODELS[name]
     trainer = TRAINERS.get(spec["kind"], _train_static)
-    trainer(train, spec, params, threads, seed, epochs, on_epoch, TrainingClock())
-
-
-def evaluate(scorer, known, held_out, K=(5, 10)):
-    """Metrics of a scorer (see ``train_model``); training labels ``known`` are excluded."""
-    kind, *rest = scorer()
-    if kind == "factors":
-        result = factor_metrics(*rest, known, held_out, K=K)
-    else:
-        result = score_metrics(rest[0], known, held_out, K=K)
-    return {key: value for key, value in result.items() if key != "n_images"}
+    trainer(train, spec, params, threads, seed, epochs, on_epoch, harness.TrainingClock())
 
 
 # --------------------------------------------------------------------------------------------
 # Tasks (run in worker processes)
 
-SPLITS = {}
-
-
 def load_splits(dataset, data_dir=None, quick_images=None):
-    """(fit, validation, train, test) of a shared dataset, or of generated data for --quick."""
-    if dataset not in SPLITS:
-        if dataset == "generated":
-            data = generate_image_labels(n_images=quick_images, n_labels=quick_images // 8,
-                                         labels_per_image=5, random_state=0)
-            train, test = leave_one_out_split(data, random_state=0)
-            fit, validation = leave_one_out_split(train, random_state=1)
-            SPLITS[dataset] = (fit, validation, train, test)
-        else:
-            SPLITS[dataset] = get_splits(dataset, data_dir)
-    return SPLITS[dataset]
+    """(fit, validation, train, test) of a shared dataset, or of generated data for --quick.
+
+    Generated data is made again on every call (``quick_images`` may differ between calls);
+    the worker processes find either in ``harness.SPLITS``.
+    """
+    if dataset != "generated":
+        return harness.get_splits(dataset, data_dir)
+    data = generate_image_labels(n_images=quick_images, n_labels=quick_images // 8,
+                                 labels_per_image=5, random_state=0)
+    harness.SPLITS[dataset] = harness.split(data)
+    return harness.SPLITS[dataset]
 
 
 def run_tune(task):
     """Train one setting on fit with early stopping on validation MAP."""
-    fit, validation, _, _ = SPLITS[task["dataset"]]
+    fit, validation, _, _ = harness.SPLITS[task["dataset"]]
     patience = task["patience"]
     curve, best = [], dict(map=-1.0, epoch=0)
 
     def on_epoch(epoch, seconds, scorer, stats):
         if epoch != 1 and epoch % 2 and epoch != task["epochs"]:
             return
-        metrics = evaluate(scorer, fit, validation, K=(5,))
+        metrics = harness.evaluate(scorer, fit, validation, K=(5,))
         curve.append(dict(epoch=epoch, seconds=round(seconds, 4), map=metrics["map"],
                           **{"precision@5": metrics["precision@5"]}))
         if metrics["map"] > best["map"]:
             best.update(map=metrics["map"], epoch=epoch)
         elif epoch - best["epoch"] >= patience:
-            raise StopTraining
+            raise harness.StopTraining
 
     status = "completed"
     started = time.perf_counter()
     try:
         train_model(task["family"], fit, task["params"], threads=1, seed=task["seed"],
                     epochs=task["epochs"], on_epoch=on_epoch)
-    except StopTraining:
+    except harness.StopTraining:
         status = "early-stopped"
     except (DivergenceError, ValueError, FloatingPointError) as error:
         status = f"diverged: {error}"[:200]
@@ -401,14 +296,15 @@ def run_tune(task):
 
 def run_retrain(task):
     """Train the chosen setting on train for the chosen epochs; test curve vs training time."""
-    _, _, train, test = SPLITS[task["dataset"]]
-    wanted = set(curve_epochs(task["epochs"]))
+    _, _, train, test = harness.SPLITS[task["dataset"]]
+    wanted = set(harness.curve_epochs(task["epochs"]))
     curve = []
 
     def on_epoch(epoch, seconds, scorer, stats):
         if epoch not in wanted:
             return
-        point = dict(epoch=epoch, seconds=round(seconds, 4), **evaluate(scorer, train, test))
+        point = dict(epoch=epoch, seconds=round(seconds, 4),
+                     **harness.evaluate(scorer, train, test))
         if stats:
             point["draws_per_update"] = stats["draws"] / max(1, stats["updates"])
             point["violation_rate"] = stats["violation_rate"]
@@ -429,39 +325,12 @@ def _dispatch(task):
     return (run_tune if task["phase"] == "tune" else run_retrain)(task)
 
 
-def _worker_init(nice):
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-
-
 def run_tasks(label, tasks, store, jobs, nice):
     """Run the tasks not yet in ``store`` (``jobs`` processes), adding each result as it ends."""
-    done = store.done()
-    todo = [t for t in tasks if store.task_id(t) not in done]
-    results = [done[store.task_id(t)] for t in tasks if store.task_id(t) in done]
-    if not todo:
-        return results
-    # the slowest first, so that two workers finish together
-    todo.sort(key=lambda t: -(t["epochs"] * (3 if "LightFM" in t["family"] else 1)))
-    if jobs > 1:
-        pool = multiprocessing.get_context("fork").Pool(jobs, _worker_init, (nice,))
-        finished = pool.imap_unordered(_dispatch, todo)
-    else:
-        pool, finished = None, map(_dispatch, todo)
-    try:
-        with tqdm(total=len(todo), desc=label, unit="run", file=sys.stderr) as progress:
-            for run in finished:
-                store.add(run)
-                results.append(run)
-                progress.update(1)
-                progress.write(_describe(run))
-    finally:
-        if pool is not None:
-            pool.terminate()
-    return results
+    # LightFM's epochs are the slowest: its runs go first, so that two workers finish together
+    return harness.run_tasks(
+        label, tasks, store, _dispatch, jobs=jobs, nice=nice, describe=_describe,
+        cost=lambda task: task["epochs"] * (3 if "LightFM" in task["family"] else 1))
 
 
 def _describe(run):
@@ -492,15 +361,9 @@ def choose(tune_runs, name):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser = harness.argument_parser(__doc__)
     parser.add_argument("dataset", nargs="?", choices=DATASETS,
                         help="a shared dataset (not needed with --quick or --report)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder of the shared datasets (default: $VSE_RECSYS_DATA or "
-                             "../shared/data)")
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS),
                         metavar="MODEL",
                         help="models to run (default: all but 'VSE-ens explore' and 'VSE-ens "
@@ -514,13 +377,9 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=8,
                         help="a tuning run stops after this many epochs without a validation "
                              "improvement (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="random_state of every model")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="processes for the tuning runs (each single-threaded); default 2")
     parser.add_argument("--retrain-jobs", type=int, default=1,
                         help="processes for the timed retraining runs; default 1, so that no "
                              "two timed runs share the machine")
-    parser.add_argument("--nice", type=int, default=5, help="niceness of worker processes")
     parser.add_argument("--no-threads-row", action="store_true",
                         help="skip the 2-thread retraining of VSE-ens and our WARP")
     parser.add_argument("--quick", action="store_true",
@@ -530,24 +389,23 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=None,
                         help="where the JSON / Markdown / PNG go (default benchmarks/results, "
                              "with --quick a temporary folder)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in the JSON file and skip them")
-    parser.add_argument("--report", metavar="JSON",
-                        help="only rewrite the Markdown and PNG of a results file")
     parser.add_argument("--summary", metavar="JSON", nargs="+",
                         help="print the cross-dataset tables of several results files")
+    harness.add_options(parser, "data_dir", "seed", "jobs", "nice", "resume", "report",
+                        jobs=dict(help="processes for the tuning runs (each single-threaded); "
+                                       "default 2"))
     args = parser.parse_args(argv)
     # implicit's BM25 hands its own weighting to all_pairs_knn as COO and warns about it
     warnings.filterwarnings("ignore", message="Method expects CSR input")
 
     if args.report:
         path = Path(args.report)
-        write_report(json.loads(path.read_text()), path.with_suffix(""))
+        write_report(harness.load_results(path), path.with_suffix(""))
         return
     if args.summary:
         datasets = {}
         for path in args.summary:
-            data = json.loads(Path(path).read_text())
+            data = harness.load_results(path)
             datasets[data["meta"]["dataset"]] = data
         print(cross_dataset_tables(datasets))
         return
@@ -556,7 +414,7 @@ def main(argv=None):
     elif args.dataset is None:
         parser.error("give a dataset, or --quick")
     out_dir = Path(args.out_dir) if args.out_dir else (
-        Path(tempfile.gettempdir()) / "compare_quick" if args.quick else RESULTS_DIR)
+        Path(tempfile.gettempdir()) / "compare_quick" if args.quick else harness.RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"compare_{args.dataset}"
 
@@ -573,18 +431,12 @@ def main(argv=None):
     print(f"{args.dataset}: {train.shape[0]:,} images x {train.shape[1]:,} labels; fit "
           f"{fit.nnz:,} pairs, validation {validation.nnz:,}, train {train.nnz:,}, "
           f"test {test.nnz:,}", flush=True)
-    meta = dict(command="python " + " ".join(["benchmarks/compare.py", *(
-                    argv if argv is not None else sys.argv[1:])]),
-                python=sys.version.split()[0], platform=platform.platform(),
-                cpus=os.cpu_count(), code=code_state(), load_average=os.getloadavg(),
-                factors=FACTORS, dataset=args.dataset, models=models,
-                shape=list(train.shape), pairs=dict(fit=fit.nnz, validation=validation.nnz,
-                                                    train=train.nnz, test=test.nnz),
-                args={k: v for k, v in vars(args).items() if k != "report"},
-                started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                protocol="leave-one-out seed 0 -> train/test; train leave-one-out seed 1 -> "
-                         "fit/validation; settings and epochs chosen on validation MAP only")
-    store = Store(f"{stem}.json", meta, args.resume)
+    meta = harness.run_meta(
+        __file__, argv, args, factors=FACTORS, dataset=args.dataset, models=models,
+        shape=list(train.shape),
+        pairs=dict(fit=fit.nnz, validation=validation.nnz, train=train.nnz, test=test.nnz),
+        protocol=harness.PROTOCOL + "; settings and epochs chosen on validation MAP only")
+    store = harness.Store(f"{stem}.json", meta, args.resume)
 
     # 1. tune every model on fit / validation
     tasks = []
@@ -655,8 +507,8 @@ def summarise(data):
                    grid_size=sum(1 for r in tune if r["family"] == name),
                    seconds=final["seconds"], final=final, best=best)
         for key, (reference, target) in targets.items():
-            seconds = time_to_target(run["curve"], target)
-            own = time_to_target(retrains[(reference, 1)]["curve"], target)
+            seconds = harness.time_to_target(run["curve"], target)
+            own = harness.time_to_target(retrains[(reference, 1)]["curve"], target)
             row[f"target_{key}"] = target
             row[f"seconds_to_{key}"] = seconds
             row[f"speedup_{key}"] = (own / seconds) if (seconds and own) else None
@@ -664,14 +516,6 @@ def summarise(data):
     order = list(MODELS)
     rows.sort(key=lambda r: (order.index(r["model"]), r["threads"]))
     return rows, targets
-
-
-def _num(value, digits=4):
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _secs(value):
-    return "not reached" if value is None else (f"{value:.2f}" if value < 10 else f"{value:.1f}")
 
 
 def markdown(data):
@@ -692,13 +536,14 @@ def markdown(data):
         if "final" not in row:
             lines.append(f"| {row['model']} | {row['threads']} | {row['status']} |" + " |" * 10)
             continue
-        f, b = row["final"], row["best"]
+        final, best = row["final"], row["best"]
+        metrics = [harness.fmt_number(final[key]) for key in
+                   ("precision@5", "recall@5", "precision@10", "recall@10", "map", "ndcg@10",
+                    "auc")]
         lines.append(
             f"| {row['model']} | {row['threads']} | {_fmt_params(row['params']) or '—'} "
-            f"({row['grid_size']}) | {row['epochs']} | {_secs(row['seconds'])} | "
-            f"{_num(f['precision@5'])} | {_num(f['recall@5'])} | {_num(f['precision@10'])} | "
-            f"{_num(f['recall@10'])} | {_num(f['map'])} | {_num(f['ndcg@10'])} | "
-            f"{_num(f['auc'])} | {_num(b['map'])} ({b['epoch']}) |")
+            f"({row['grid_size']}) | {row['epochs']} | {harness.fmt_seconds(row['seconds'])} | "
+            + " | ".join(metrics) + f" | {harness.fmt_number(best['map'])} ({best['epoch']}) |")
     lines.append("")
     if targets:
         lines += ["Time-to-target: training seconds to reach 95% of the reference model's best "
@@ -715,30 +560,16 @@ def markdown(data):
                 continue
             cells = []
             for key in columns:
-                speedup = row[f"speedup_{key}"]
-                cells += [_secs(row[f"seconds_to_{key}"]),
-                          "—" if speedup is None else f"{speedup:.2f}×"]
+                cells += [harness.fmt_seconds(row[f"seconds_to_{key}"]),
+                          harness.fmt_speedup(row[f"speedup_{key}"])]
             lines.append(f"| {row['model']} | {row['threads']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def pyplot():
-    """matplotlib.pyplot with a file-only backend, or None (with a note) if not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not importable, no plot (pip install -e '.[bench]')")
-        return None
-    return plt
-
-
 def plot(data, path):
     """Test MAP (left) and P@5 (right) vs training seconds, one line per model (1 thread)."""
-    plt = pyplot()
+    plt = harness.pyplot()
     if plt is None:
         return False
     runs = [r for r in data["runs"] if r["phase"] == "retrain" and r["curve"]]
@@ -773,6 +604,12 @@ def cross_dataset_tables(datasets):
     VSE-ens's time-to-target speed-ups; ``datasets`` maps a name to its results JSON data."""
     summaries = {name: summarise(data) for name, data in datasets.items()}
     names = list(datasets)
+
+    def final_row(dataset, model):
+        """The model's 1-thread row with a final point on ``dataset``, or None."""
+        return next((r for r in summaries[dataset][0] if r["model"] == model
+                     and r["threads"] == 1 and "final" in r), None)
+
     lines = []
     for key, title in (("map", "MAP"), ("precision@5", "P@5")):
         lines += [f"Final test {title} (1 thread; best value of each column in bold):", "",
@@ -783,10 +620,9 @@ def cross_dataset_tables(datasets):
         for model in DEFAULT_MODELS:
             cells = []
             for n in names:
-                row = next((r for r in summaries[n][0] if r["model"] == model
-                            and r["threads"] == 1 and "final" in r), None)
+                row = final_row(n, model)
                 value = None if row is None else row["final"][key]
-                text = _num(value)
+                text = harness.fmt_number(value)
                 cells.append(f"**{text}**" if value is not None and value == best[n] else text)
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -798,13 +634,12 @@ def cross_dataset_tables(datasets):
         for key, label in (("warp", "our WARP"), ("lightfm", "LightFM WARP")):
             cells = []
             for n in names:
-                row = next((r for r in summaries[n][0] if r["model"] == model
-                            and r["threads"] == 1 and "final" in r), None)
+                row = final_row(n, model)
                 if row is None or f"seconds_to_{key}" not in row:
                     cells.append("—")
                     continue
                 speedup = row[f"speedup_{key}"]
-                cells.append(_secs(row[f"seconds_to_{key}"]) + (
+                cells.append(harness.fmt_seconds(row[f"seconds_to_{key}"]) + (
                     "" if speedup is None else f" ({speedup:.2f}×)"))
             lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -812,10 +647,7 @@ def cross_dataset_tables(datasets):
 
 def write_report(data, stem):
     """Write ``<stem>.md`` (tables) and ``<stem>.png`` (curves); print the tables."""
-    text = markdown(data)
-    Path(f"{stem}.md").write_text(text + "\n")
-    plot(data, f"{stem}.png")
-    print(text)
+    harness.write_report(stem, markdown(data) + "\n", lambda path: plot(data, path))
 
 
 if __name__ == "__main__":

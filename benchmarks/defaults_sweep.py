@@ -33,32 +33,20 @@ Results are written to ``--out`` (JSON) after every run, so an interrupted sweep
 ``--resume``. ``--report JSON`` prints the Markdown tables of benchmarks/results/defaults.md.
 """
 
-import argparse
 import itertools
-import json
 import math
-import multiprocessing
-import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# One BLAS / OpenMP thread per worker: the workers run side by side, each single-threaded.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import harness  # first: it sets one BLAS / OpenMP thread per process before NumPy loads
 
 import numpy as np  # noqa: E402
 
+from harness import DATASETS, FACTORS  # noqa: E402
 from vse_recsys import VSEEns  # noqa: E402
-from vse_recsys.adapters import leave_one_out_split, load_dataset  # noqa: E402
-from vse_recsys.evaluation import factor_metrics  # noqa: E402
 from vse_recsys.model import DivergenceError  # noqa: E402
-
-DATASETS = ("corel5k", "delicious", "movielens-100k", "nuswide81")
-FACTORS = 64
 
 FAMILIES = {
     "vse": dict(loss="hinge", sampler="adaptive"),
@@ -108,40 +96,9 @@ def grid_settings(grid):
 # Worker side
 
 
-_SPLITS = {}
-
-
-def _worker_init(data_dir, nice):
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    _SPLITS["data_dir"] = data_dir
-
-
-def get_splits(name, data_dir=None):
-    """(fit, validation, train, test) CSR matrices of a dataset, cached per process."""
-    if name not in _SPLITS:
-        data = load_dataset(name, data_dir=data_dir or _SPLITS.get("data_dir"))
-        train, test = leave_one_out_split(data, random_state=0)
-        fit, validation = leave_one_out_split(train, random_state=1)
-        _SPLITS[name] = (fit, validation, train, test)
-    return _SPLITS[name]
-
-
-class _StopTraining(Exception):
-    pass
-
-
-def _metrics(user_factors, item_factors, known, held_out, K=(5,)):
-    result = factor_metrics(user_factors, item_factors, known, held_out, K=K)
-    return {key: value for key, value in result.items() if key != "n_images"}
-
-
 def run_task(task):
     """Train one setting on fit, track validation MAP; returns a result record."""
-    fit, validation, train, test = get_splits(task["dataset"])
+    fit, validation, train, test = harness.get_splits(task["dataset"])
     family = FAMILIES[task["family"]]
     model = VSEEns(factors=FACTORS, iterations=task["epochs"], num_threads=1,
                    random_state=task["seed"], **family, **task["params"])
@@ -152,20 +109,20 @@ def run_task(task):
         done = epoch + 1
         if done % eval_every and done != task["epochs"]:
             return
-        m = _metrics(model.user_factors, model.item_factors, fit, validation)
+        m = harness.metrics(model.user_factors, model.item_factors, fit, validation)
         curve.append([done, round(m["map"], 6), round(m["precision@5"], 6),
                       round(stats["violation_rate"], 4)])
         if m["map"] > best["map"]:
             best.update(map=m["map"], epoch=done, p5=m["precision@5"],
                         factors=(model.user_factors.copy(), model.item_factors.copy()))
         elif patience and done - best["epoch"] >= patience:
-            raise _StopTraining
+            raise harness.StopTraining
 
     started = time.perf_counter()
     status = "completed"
     try:
         model.fit(fit, show_progress=False, callback=callback)
-    except _StopTraining:
+    except harness.StopTraining:
         status = "early-stopped"
     except DivergenceError:
         status = "diverged"
@@ -179,13 +136,13 @@ def run_task(task):
     if best["factors"] is not None and task.get("score_test", True):
         # the fit-set model at its best validation epoch, ranked for test with every train
         # label (fit + validation) excluded; reported, never used for a choice
-        record["test_at_best"] = _metrics(*best["factors"], train, test, K=(5, 10))
+        record["test_at_best"] = harness.metrics(*best["factors"], train, test, K=(5, 10))
     return record
 
 
 def run_final(task):
     """Retrain on the whole train split for a fixed number of epochs; score on test."""
-    fit, validation, train, test = get_splits(task["dataset"])
+    fit, validation, train, test = harness.get_splits(task["dataset"])
     model = VSEEns(factors=FACTORS, iterations=task["iterations"], num_threads=1,
                    random_state=task["seed"], **FAMILIES[task["family"]], **task["params"])
     started = time.perf_counter()
@@ -197,7 +154,8 @@ def run_final(task):
     seconds = time.perf_counter() - started
     return dict(task, key=setting_key(task["family"], task["params"]), status=status,
                 seconds=round(seconds, 3),
-                test=_metrics(model.user_factors, model.item_factors, train, test, K=(5, 10)))
+                test=harness.metrics(model.user_factors, model.item_factors, train, test,
+                                     K=(5, 10)))
 
 
 def _dispatch(task):
@@ -208,59 +166,25 @@ def _dispatch(task):
 # Driver side
 
 
-class Store:
-    """The JSON results file, rewritten atomically after every finished run."""
-
-    def __init__(self, path, meta, resume):
-        self.path = Path(path)
-        self.data = {"meta": meta, "runs": [], "summary": {}}
-        if resume and self.path.exists():
-            old = json.loads(self.path.read_text())
-            self.data["runs"] = old.get("runs", [])
-            self.data["meta"]["resumed_from_seconds"] = old.get("meta", {}).get("wall_seconds")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def task_id(self, task):
-        return json.dumps({k: task[k] for k in ("phase", "role", "family", "dataset", "params",
-                                                 "seed", "epochs", "iterations") if k in task},
-                          sort_keys=True)
-
-    def done(self):
-        return {self.task_id(run): run for run in self.data["runs"]}
-
-    def add(self, run):
-        self.data["runs"].append(run)
-        self.save()
-
-    def save(self):
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".defaults_sweep.")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the results private
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.data, handle, indent=1)
-        os.replace(tmp, self.path)
-
-
-def run_phase(name, tasks, store, pool, started):
+def run_phase(name, tasks, store, args):
+    """Run a phase's tasks not yet in ``store``; returns all its runs (see harness.run_tasks)."""
     done = store.done()
-    todo = [t for t in tasks if store.task_id(t) not in done]
-    results = [done[store.task_id(t)] for t in tasks if store.task_id(t) in done]
-    print(f"\n== phase {name}: {len(tasks)} runs ({len(tasks) - len(todo)} already done)",
-          flush=True)
-    todo.sort(key=lambda t: -_COST[t["dataset"]] * t.get("epochs", t.get("iterations", 1)))
-    for count, run in enumerate(pool.imap_unordered(_dispatch, todo), 1):
-        store.add(run)
-        results.append(run)
-        if run["phase"] == "final":
-            detail = f"test MAP {run['test']['map']:.4f} P@5 {run['test']['precision@5']:.4f}"
-        elif run["best_val_map"] is None:
-            detail = run["status"]
-        else:
-            detail = (f"val MAP {run['best_val_map']:.4f} @ epoch {run['best_epoch']} "
-                      f"({run['status']})")
-        print(f"[{name} {count}/{len(todo)} {time.perf_counter() - started:6.0f}s] "
-              f"{run['dataset']:<15} {run['key']} seed={run['seed']}: {detail} "
-              f"[{run['seconds']:.1f}s]", flush=True)
-    return results
+    print(f"\n== phase {name}: {len(tasks)} runs "
+          f"({sum(store.task_id(t) in done for t in tasks)} already done)", flush=True)
+    return harness.run_tasks(
+        name, tasks, store, _dispatch, jobs=args.jobs, nice=args.nice, describe=_describe,
+        cost=lambda t: _COST[t["dataset"]] * t.get("epochs", t.get("iterations", 1)))
+
+
+def _describe(run):
+    if run["phase"] == "final":
+        detail = f"test MAP {run['test']['map']:.4f} P@5 {run['test']['precision@5']:.4f}"
+    elif run["best_val_map"] is None:
+        detail = run["status"]
+    else:
+        detail = f"val MAP {run['best_val_map']:.4f} @ epoch {run['best_epoch']} ({run['status']})"
+    return (f"  {run['dataset']:<15} {run['key']} seed={run['seed']}: {detail} "
+            f"[{run['seconds']:.1f}s]")
 
 
 def best_by_dataset(runs, family):
@@ -340,10 +264,7 @@ def make_tasks(phase, family, settings, datasets, args, *, seed=0, epochs=None, 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None,
-                        help="folder of the shared datasets (default: $VSE_RECSYS_DATA or "
-                             "../shared/data)")
+    parser = harness.argument_parser(__doc__)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--fine-datasets", nargs="*", default=["nuswide81"], choices=DATASETS,
                         help="datasets that get only the best phase-1 settings (coarse-to-fine)")
@@ -359,8 +280,6 @@ def main(argv=None):
     parser.add_argument("--candidates", type=int, default=4,
                         help="settings per family re-run with full curves")
     parser.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
-    parser.add_argument("--nice", type=int, default=5, help="niceness added to the workers")
     parser.add_argument("--edge-check", action="store_true",
                         help="after the sweep, try the recommended VSE-ens setting with "
                              "regularization and rank_decay beyond the grid's upper edge "
@@ -370,14 +289,12 @@ def main(argv=None):
     parser.add_argument("--out", default=None,
                         help="JSON results (default benchmarks/results/defaults.json; "
                              "with --quick a file in the temp folder)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in --out and skip them")
-    parser.add_argument("--report", metavar="JSON",
-                        help="print the Markdown tables of a results file and exit")
+    harness.add_options(parser, "data_dir", "jobs", "nice", "resume", "report",
+                        report=dict(help="print the Markdown tables of a results file and exit"))
     args = parser.parse_args(argv)
 
     if args.report:
-        print_report(json.loads(Path(args.report).read_text()))
+        print_report(harness.load_results(args.report))
         return
 
     grids = QUICK_GRIDS if args.quick else FULL_GRIDS
@@ -388,7 +305,7 @@ def main(argv=None):
         args.epochs, args.patience, args.candidates, args.curve_seeds = 6, 4, 1, [0]
     if args.out is None:
         args.out = (Path(tempfile.gettempdir()) / "defaults_quick.json" if args.quick
-                    else Path(__file__).resolve().parent / "results" / "defaults.json")
+                    else harness.RESULTS_DIR / "defaults.json")
     coarse = [d for d in args.datasets if d not in args.fine_datasets]
     fine = [d for d in args.datasets if d in args.fine_datasets]
     if not coarse:
@@ -396,105 +313,97 @@ def main(argv=None):
     baseline_datasets = coarse if args.baseline_datasets is None else [
         d for d in args.baseline_datasets if d in args.datasets]
 
-    meta = dict(command="python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
-                python=sys.version.split()[0], platform=platform.platform(),
-                cpus=os.cpu_count(), jobs=args.jobs, factors=FACTORS, args=vars(args) | {
-                    "out": str(args.out)}, grids=grids,
-                protocol="leave-one-out seed 0 -> train/test; train leave-one-out seed 1 -> "
-                         "fit/validation; choices on validation only")
-    store = Store(args.out, meta, args.resume)
+    meta = harness.run_meta(__file__, argv, args, jobs=args.jobs, factors=FACTORS, grids=grids,
+                            protocol=harness.PROTOCOL + "; choices on validation only")
+    store = harness.Store(args.out, meta, args.resume)
     started = time.perf_counter()
     # loaded before the workers fork, so they inherit the splits; fails fast on a missing file
     for dataset in args.datasets:
-        fit, validation, train, test = get_splits(dataset, args.data_dir)
+        fit, validation, train, test = harness.get_splits(dataset, args.data_dir)
         print(f"{dataset}: {train.shape[0]} x {train.shape[1]}, fit {fit.nnz} pairs, "
               f"validation {validation.nnz}, test {test.nnz}", flush=True)
-    context = multiprocessing.get_context("fork")
-    with context.Pool(args.jobs, initializer=_worker_init,
-                      initargs=(args.data_dir, args.nice)) as pool:
-        summary = store.data["summary"]
+    summary = store.data["summary"]
 
-        # 1. VSE-ens full grid on the coarse datasets
-        vse_grid = grid_settings(grids["vse"])
-        runs = run_phase("vse", make_tasks("vse", "vse", vse_grid, coarse, args), store, pool,
-                         started)
-        reference = best_by_dataset(runs, "vse")
-        ranked = rank_settings(relative_table(runs, "vse", coarse, reference), coarse)
-        summary["vse_ranking_coarse"] = ranked
+    # 1. VSE-ens full grid on the coarse datasets
+    vse_grid = grid_settings(grids["vse"])
+    runs = run_phase("vse", make_tasks("vse", "vse", vse_grid, coarse, args), store, args)
+    reference = best_by_dataset(runs, "vse")
+    ranked = rank_settings(relative_table(runs, "vse", coarse, reference), coarse)
+    summary["vse_ranking_coarse"] = ranked
 
-        # 2. the best of them (plus a random check) on the fine datasets
-        if fine:
-            chosen = [row["params"] for row in ranked[: args.fine_top]]
-            others = [row["params"] for row in ranked[args.fine_top:]]
-            chosen += random.Random(0).sample(others, min(args.fine_random, len(others)))
-            runs += run_phase("vse-fine", make_tasks("vse-fine", "vse", chosen, fine, args),
-                              store, pool, started)
+    # 2. the best of them (plus a random check) on the fine datasets
+    if fine:
+        chosen = [row["params"] for row in ranked[: args.fine_top]]
+        others = [row["params"] for row in ranked[args.fine_top:]]
+        chosen += random.Random(0).sample(others, min(args.fine_random, len(others)))
+        runs += run_phase("vse-fine", make_tasks("vse-fine", "vse", chosen, fine, args),
+                          store, args)
 
-        # 3. WARP and BPR lr x reg grids
-        baseline_runs = []
-        for family in ("warp", "bpr"):
-            settings = [dict(p, init_scale=args.baseline_init_scale)
-                        for p in grid_settings(grids[family])]
-            baseline_runs += run_phase(
-                f"baselines-{family}",
-                make_tasks("baselines", family, settings, baseline_datasets, args),
-                store, pool, started)
-        runs += baseline_runs
+    # 3. WARP and BPR lr x reg grids
+    baseline_runs = []
+    for family in ("warp", "bpr"):
+        settings = [dict(p, init_scale=args.baseline_init_scale)
+                    for p in grid_settings(grids[family])]
+        baseline_runs += run_phase(
+            f"baselines-{family}",
+            make_tasks("baselines", family, settings, baseline_datasets, args),
+            store, args)
+    runs += baseline_runs
 
-        # 4. full curves of the best candidates of each family
-        families = {"vse": args.datasets, "warp": baseline_datasets, "bpr": baseline_datasets}
-        curve_tasks = []
-        for family, datasets in families.items():
-            reference = best_by_dataset(runs, family)
-            ranking = rank_settings(relative_table(runs, family, datasets, reference), datasets)
-            summary[f"{family}_ranking"] = ranking
-            for seed in args.curve_seeds:
-                curve_tasks += make_tasks("curves", family,
-                                          [r["params"] for r in ranking[: args.candidates]],
-                                          datasets, args, seed=seed, patience=0)
-        curve_runs = run_phase("curves", curve_tasks, store, pool, started)
-        # the references also see the curve runs (other seeds may go higher)
-        recommended, summary["reference_best_val_map"] = {}, {}
-        for family, datasets in families.items():
-            reference = best_by_dataset(runs + curve_runs, family)
-            summary["reference_best_val_map"][family] = reference
-            options = choose_iterations(curve_runs, family, datasets, reference)
-            summary[f"{family}_iteration_options"] = options[:20]
-            recommended[family] = options[0]
-        summary["recommended"] = recommended
+    # 4. full curves of the best candidates of each family
+    families = {"vse": args.datasets, "warp": baseline_datasets, "bpr": baseline_datasets}
+    curve_tasks = []
+    for family, datasets in families.items():
+        reference = best_by_dataset(runs, family)
+        ranking = rank_settings(relative_table(runs, family, datasets, reference), datasets)
+        summary[f"{family}_ranking"] = ranking
+        for seed in args.curve_seeds:
+            curve_tasks += make_tasks("curves", family,
+                                      [r["params"] for r in ranking[: args.candidates]],
+                                      datasets, args, seed=seed, patience=0)
+    curve_runs = run_phase("curves", curve_tasks, store, args)
+    # the references also see the curve runs (other seeds may go higher)
+    recommended, summary["reference_best_val_map"] = {}, {}
+    for family, datasets in families.items():
+        reference = best_by_dataset(runs + curve_runs, family)
+        summary["reference_best_val_map"][family] = reference
+        options = choose_iterations(curve_runs, family, datasets, reference)
+        summary[f"{family}_iteration_options"] = options[:20]
+        recommended[family] = options[0]
+    summary["recommended"] = recommended
 
-        # 5. retrain on train, score on test: the defaults and each dataset's own best
-        final_tasks = []
-        for family, datasets in families.items():
-            rec = recommended[family]
-            for dataset in datasets:
-                final_tasks.append(dict(phase="final", role="recommended", family=family,
-                                        dataset=dataset, params=rec["params"], seed=0,
-                                        iterations=rec["iterations"]))
-                own = max((r for r in runs if r["family"] == family and r["dataset"] == dataset
-                           and r["best_val_map"] is not None),
-                          key=lambda r: r["best_val_map"])
-                final_tasks.append(dict(phase="final", role="own-best", family=family,
-                                        dataset=dataset, params=own["params"], seed=0,
-                                        iterations=own["best_epoch"]))
-        summary["final"] = run_phase("final", final_tasks, store, pool, started)
+    # 5. retrain on train, score on test: the defaults and each dataset's own best
+    final_tasks = []
+    for family, datasets in families.items():
+        rec = recommended[family]
+        for dataset in datasets:
+            final_tasks.append(dict(phase="final", role="recommended", family=family,
+                                    dataset=dataset, params=rec["params"], seed=0,
+                                    iterations=rec["iterations"]))
+            own = max((r for r in runs if r["family"] == family and r["dataset"] == dataset
+                       and r["best_val_map"] is not None),
+                      key=lambda r: r["best_val_map"])
+            final_tasks.append(dict(phase="final", role="own-best", family=family,
+                                    dataset=dataset, params=own["params"], seed=0,
+                                    iterations=own["best_epoch"]))
+    summary["final"] = run_phase("final", final_tasks, store, args)
 
-        # 6. optional: does the optimum lie beyond the grid's edge?
-        if args.edge_check:
-            rec = recommended["vse"]["params"]
-            grid = grids["vse"]
-            settings = [dict(rec, regularization=reg, rank_decay=decay)
-                        for reg in (rec["regularization"], 0.1)
-                        for decay in (rec["rank_decay"], 0.5, 1.0)]
-            settings = [p for p in settings if not (p["regularization"] in grid["regularization"]
-                                                    and p["rank_decay"] in grid["rank_decay"])]
-            edge_runs = run_phase("edge", make_tasks("edge", "vse", settings, args.datasets,
-                                                     args), store, pool, started)
-            reference = summary["reference_best_val_map"]["vse"]
-            summary["edge"] = [dict(key=r["key"], params=r["params"], dataset=r["dataset"],
-                                    best_val_map=r["best_val_map"], best_epoch=r["best_epoch"],
-                                    relative=(r["best_val_map"] or 0.0) / reference[r["dataset"]])
-                               for r in edge_runs]
+    # 6. optional: does the optimum lie beyond the grid's edge?
+    if args.edge_check:
+        rec = recommended["vse"]["params"]
+        grid = grids["vse"]
+        settings = [dict(rec, regularization=reg, rank_decay=decay)
+                    for reg in (rec["regularization"], 0.1)
+                    for decay in (rec["rank_decay"], 0.5, 1.0)]
+        settings = [p for p in settings if not (p["regularization"] in grid["regularization"]
+                                                and p["rank_decay"] in grid["rank_decay"])]
+        edge_runs = run_phase("edge", make_tasks("edge", "vse", settings, args.datasets,
+                                                 args), store, args)
+        reference = summary["reference_best_val_map"]["vse"]
+        summary["edge"] = [dict(key=r["key"], params=r["params"], dataset=r["dataset"],
+                                best_val_map=r["best_val_map"], best_epoch=r["best_epoch"],
+                                relative=(r["best_val_map"] or 0.0) / reference[r["dataset"]])
+                           for r in edge_runs]
 
     store.data["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     store.save()

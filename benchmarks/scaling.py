@@ -22,32 +22,17 @@ leave-one-out, seed 1) of the ``--tune-labels`` dataset: each model's best of ``
 by validation MAP after ``--epochs`` epochs. The same rates are then used at every size.
 """
 
-import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import harness  # first: it sets one BLAS / OpenMP thread per process before NumPy loads
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from compare import (  # noqa: E402
-    REFERENCE_WARP,
-    code_state,
-    curve_epochs,
-    evaluate,
-    pyplot,
-    time_to_target,
-    train_model,
-)
-from defaults_sweep import Store  # noqa: E402
+from harness import OUR_MODELS, REFERENCE_WARP  # noqa: E402
 from vse_recsys.adapters import generate_image_labels, leave_one_out_split  # noqa: E402
 from vse_recsys.model import DivergenceError  # noqa: E402
 
@@ -75,7 +60,7 @@ def make_data(n_images, n_labels, labels_per_image, seed):
 def run_model(name, train, known, held_out, lr, threads, epochs, seed):
     """Train; returns the curve (test metrics vs training seconds), per-epoch statistics and
     the status ("completed", or "diverged" with the epochs before the divergence)."""
-    wanted = set(curve_epochs(epochs))
+    wanted = set(harness.curve_epochs(epochs))
     curve, history = [], []
 
     def on_epoch(epoch, seconds, scorer, stats):
@@ -83,13 +68,14 @@ def run_model(name, train, known, held_out, lr, threads, epochs, seed):
                             updates=stats["updates"], pairs=stats["pairs"],
                             violations=stats["violations"], refreshes=stats["refreshes"]))
         if epoch in wanted:
-            metrics = evaluate(scorer, known, held_out, K=(5,))
+            metrics = harness.evaluate(scorer, known, held_out, K=(5,))
             curve.append(dict(epoch=epoch, seconds=round(seconds, 4), map=metrics["map"],
                               **{"precision@5": metrics["precision@5"]}))
 
     try:
-        train_model(name, train, dict(learning_rate=lr, regularization=REGULARIZATION),
-                    threads=threads, seed=seed, epochs=epochs, on_epoch=on_epoch)
+        harness.train_ours(train, dict(OUR_MODELS[name], learning_rate=lr,
+                                       regularization=REGULARIZATION),
+                           threads=threads, seed=seed, epochs=epochs, on_epoch=on_epoch)
     except DivergenceError:
         return curve, history, "diverged"
     return curve, history, "completed"
@@ -116,10 +102,7 @@ def tune_learning_rates(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser = harness.argument_parser(__doc__)
     parser.add_argument("--labels", type=int, nargs="+",
                         default=[1_000, 3_000, 10_000, 30_000, 100_000],
                         help="label counts to measure (default 1k 3k 10k 30k 100k)")
@@ -139,20 +122,18 @@ def main(argv=None):
                         help="label count of the learning-rate choice (default 10,000)")
     parser.add_argument("--tune-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1],
                         help="learning rates tried for each model (default .003 .01 .03 .1)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2,000 images, 200 and 600 labels, 4 epochs")
     parser.add_argument("--out", default=None,
                         help="JSON results (default benchmarks/results/scaling.json; with "
                              "--quick a file in the temp folder); .md and .png beside it")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in --out and skip them")
-    parser.add_argument("--report", metavar="JSON", help="only rewrite the Markdown and PNG")
+    harness.add_options(parser, "seed", "resume", "report", seed=dict(
+        help="random_state of the generated data, the test sample and every model"))
     args = parser.parse_args(argv)
 
     if args.report:
         path = Path(args.report)
-        write_report(json.loads(path.read_text()), path.with_suffix(""))
+        write_report(harness.load_results(path), path.with_suffix(""))
         return
     if args.quick:
         args.images, args.labels, args.epochs, args.eval_images = 2_000, [200, 600], 4, 500
@@ -160,18 +141,11 @@ def main(argv=None):
         args.tune_labels, args.tune_lrs = 200, [0.01, 0.03]
     if args.out is None:
         args.out = (Path(tempfile.gettempdir()) / "scaling_quick.json" if args.quick
-                    else Path(__file__).resolve().parent / "results" / "scaling.json")
+                    else harness.RESULTS_DIR / "scaling.json")
     started = time.perf_counter()
-    meta = dict(command="python " + " ".join(["benchmarks/scaling.py", *(
-                    argv if argv is not None else sys.argv[1:])]),
-                python=sys.version.split()[0], platform=platform.platform(),
-                cpus=os.cpu_count(), code=code_state(), load_average=os.getloadavg(),
-                args={k: str(v) if k == "out" else v
-                                           for k, v in vars(args).items()},
-                started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    store = Store(args.out, meta, args.resume)
-    if args.resume and Path(args.out).exists():  # Store keeps the runs; keep the choices too
-        store.data["summary"] = json.loads(Path(args.out).read_text()).get("summary", {})
+    # the learning rates are chosen once: a resumed sweep keeps the earlier choice
+    store = harness.Store(args.out, harness.run_meta(__file__, argv, args), args.resume,
+                          keep_summary=True)
     summary = store.data["summary"]
     if "learning_rates" not in summary:
         print(f"choosing learning rates at {args.tune_labels:,} labels", flush=True)
@@ -179,41 +153,43 @@ def main(argv=None):
         store.save()
     rates = summary["learning_rates"]
 
-    done = store.done()
     tasks = [dict(phase="scaling", family=name, dataset=f"{n_labels} labels",
                   params=dict(learning_rate=rates[name], regularization=REGULARIZATION),
                   seed=args.seed, role=f"{threads} thread(s)",
                   epochs=args.vse_epochs if name == "VSE-ens" else args.epochs,
                   threads=threads, n_labels=n_labels)
              for n_labels in args.labels for threads in args.threads for name in MODELS]
-    with tqdm(total=len(tasks), desc="scaling", unit="run", file=sys.stderr) as progress:
-        data_for = None
-        for task in tasks:
-            if store.task_id(task) in done:
-                progress.update(1)
-                continue
-            if data_for is None or data_for[0] != task["n_labels"]:
-                train, test = make_data(args.images, task["n_labels"], args.labels_per_image,
-                                        args.seed)
-                data_for = (task["n_labels"], train, sample_rows(test, args.eval_images,
-                                                                 args.seed))
-            _, train, sample = data_for
-            load_before = os.getloadavg()[0]  # other processes on the machine skew timings
-            curve, history, status = run_model(task["family"], train, train, sample,
-                                               task["params"]["learning_rate"],
-                                               task["threads"], task["epochs"], task["seed"])
-            store.add(dict(task, curve=curve, history=history, status=status,
-                           pairs=int(train.nnz),
-                           load_average=[load_before, os.getloadavg()[0]]))
-            progress.update(1)
-            result = (f"MAP {curve[-1]['map']:.4f} after {curve[-1]['seconds']:.1f}s"
-                      if curve else "no curve")
-            progress.write(f"  {task['n_labels']:>7,} labels {task['family']:<12} "
-                           f"{task['threads']} thr: {np.mean([h['seconds'] for h in history]):.3f}"
-                           f" s/epoch, {result} ({status})")
+    data_for = {}  # the current size's train split and test sample, made when first needed
+
+    def run(task):
+        if task["n_labels"] not in data_for:
+            data_for.clear()
+            train, test = make_data(args.images, task["n_labels"], args.labels_per_image,
+                                    args.seed)
+            data_for[task["n_labels"]] = train, sample_rows(test, args.eval_images, args.seed)
+        train, sample = data_for[task["n_labels"]]
+        load_before = os.getloadavg()[0]  # other processes on the machine skew timings
+        curve, history, status = run_model(task["family"], train, train, sample,
+                                           task["params"]["learning_rate"], task["threads"],
+                                           task["epochs"], task["seed"])
+        return dict(task, curve=curve, history=history, status=status, pairs=int(train.nnz),
+                    load_average=[load_before, os.getloadavg()[0]])
+
+    # timed runs, so one at a time, in this process, in the order above (all costs equal)
+    harness.run_tasks("scaling", tasks, store, run, jobs=1, nice=0, cost=lambda task: 0,
+                      describe=_describe)
     store.data["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     store.save()
     write_report(store.data, Path(args.out).with_suffix(""))
+
+
+def _describe(run):
+    curve, history = run["curve"], run["history"]
+    result = f"MAP {curve[-1]['map']:.4f} after {curve[-1]['seconds']:.1f}s" if curve else (
+        "no curve")
+    return (f"  {run['n_labels']:>7,} labels {run['family']:<12} {run['threads']} thr: "
+            f"{np.mean([h['seconds'] for h in history]):.3f} s/epoch, {result} "
+            f"({run['status']})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,8 +214,8 @@ def summarise(data):
         if warp is not None:
             target = 0.95 * max(p["map"] for p in warp["curve"])
             row["target"] = target
-            row["seconds_to_target"] = time_to_target(run["curve"], target)
-            own = time_to_target(warp["curve"], target)
+            row["seconds_to_target"] = harness.time_to_target(run["curve"], target)
+            own = harness.time_to_target(warp["curve"], target)
             row["speedup"] = own / row["seconds_to_target"] if (
                 own and row["seconds_to_target"]) else None
         rows.append(row)
@@ -263,21 +239,19 @@ def markdown(data):
              "best MAP | final MAP | s to 95% of WARP's best | speed-up vs WARP |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        speedup = row.get("speedup")
         lines.append(
             f"| {row['labels']:,} | {row['threads']} | {row['model']} | "
             f"{row['epoch_seconds']:.3f} | {row['draws_per_update']:.1f} / "
             f"{row['draws_per_update_last']:.1f} | {row['best_map']:.4f} | "
             f"{row['final_map']:.4f} | "
-            + ("not reached" if row.get("seconds_to_target") is None
-               else f"{row['seconds_to_target']:.2f}")
-            + f" | {'—' if speedup is None else f'{speedup:.2f}×'} |")
+            f"{harness.fmt_number(row.get('seconds_to_target'), 2, missing='not reached')} | "
+            f"{harness.fmt_speedup(row.get('speedup'))} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(data, path):
     """Epoch time and time-to-target vs label count (log-log), one line per model/threads."""
-    plt = pyplot()
+    plt = harness.pyplot()
     if plt is None:
         return False
     rows = summarise(data)
@@ -307,10 +281,8 @@ def plot(data, path):
 
 
 def write_report(data, stem):
-    text = markdown(data)
-    Path(f"{stem}.md").write_text(text)
-    plot(data, f"{stem}.png")
-    print(text)
+    """Write ``<stem>.md`` (the table) and ``<stem>.png`` (the plots); print the table."""
+    harness.write_report(stem, markdown(data), lambda path: plot(data, path))
 
 
 if __name__ == "__main__":

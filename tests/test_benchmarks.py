@@ -2,11 +2,16 @@
 
 ``benchmarks/compare.py --quick`` and ``benchmarks/scaling.py --quick`` are run in-process (one
 process, no pool). LightFM is hidden from the compare run: it is an optional extra, so the
-script must skip it with a note instead of failing.
+script must skip it with a note instead of failing. The shared harness (``benchmarks/harness.py``:
+splits, result store, worker pool, code state) is tested directly, and every committed results
+file must still give the tables committed beside it.
 """
 
 import importlib
 import json
+import os
+import re
+import shutil
 import sys
 
 import numpy as np
@@ -14,8 +19,10 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import REPO_ROOT
+from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
 NON_LIGHTFM = ["VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
                "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25",
                "co-occurrence", "popularity"]
@@ -40,20 +47,114 @@ def bench(script):
     return script("compare"), script("scaling")
 
 
-def test_curve_epochs_is_log_ish_and_ends_at_the_last_epoch(bench):
-    compare, _ = bench
-    assert compare.curve_epochs(1) == [1]
-    assert compare.curve_epochs(13) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13]
-    assert compare.curve_epochs(40)[-6:] == [20, 24, 28, 32, 36, 40]
+@pytest.fixture
+def harness(script):
+    """The module the benchmark scripts share."""
+    return script("harness")
 
 
-def test_time_to_target_takes_the_first_point_at_or_above_it(bench):
-    compare, _ = bench
+def test_curve_epochs_is_log_ish_and_ends_at_the_last_epoch(harness):
+    assert harness.curve_epochs(1) == [1]
+    assert harness.curve_epochs(13) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 13]
+    assert harness.curve_epochs(40)[-6:] == [20, 24, 28, 32, 36, 40]
+
+
+def test_time_to_target_takes_the_first_point_at_or_above_it(harness):
     curve = [dict(seconds=1.0, map=0.1), dict(seconds=2.0, map=0.3), dict(seconds=3.0, map=0.2),
              dict(seconds=4.0, map=0.5)]
-    assert compare.time_to_target(curve, 0.3) == 2.0
-    assert compare.time_to_target(curve, 0.4) == 4.0
-    assert compare.time_to_target(curve, 0.6) is None
+    assert harness.time_to_target(curve, 0.3) == 2.0
+    assert harness.time_to_target(curve, 0.4) == 4.0
+    assert harness.time_to_target(curve, 0.6) is None
+
+
+def test_split_is_leave_one_out_seed_0_then_seed_1(harness):
+    data = generate_image_labels(n_images=300, n_labels=40, labels_per_image=4, random_state=0)
+    fit, validation, train, test = harness.split(data)
+    expected_train, expected_test = leave_one_out_split(data, random_state=0)
+    expected_fit, expected_validation = leave_one_out_split(expected_train, random_state=1)
+    for got, expected in ((train, expected_train), (test, expected_test), (fit, expected_fit),
+                          (validation, expected_validation)):
+        assert got.shape == expected.shape and (got != expected).nnz == 0
+    assert fit.multiply(validation).nnz == 0 and (fit + validation != train).nnz == 0
+
+
+def test_store_resume_keeps_the_runs_and_skips_their_tasks(harness, tmp_path):
+    path = tmp_path / "results" / "store.json"
+    task = dict(phase="tune", family="VSE-ens", dataset="corel5k",
+                params={"learning_rate": 0.03}, seed=0, epochs=4)
+    first = harness.Store(path, {"command": "first"}, resume=False)
+    first.add(dict(task, curve=[dict(epoch=1, map=0.25)], status="completed"))
+    first.data["summary"]["chosen"] = "lr 0.03"
+    first.data["meta"]["wall_seconds"] = 12.5
+    first.save()
+
+    resumed = harness.Store(path, {"command": "second"}, resume=True)
+    assert resumed.data["runs"] == first.data["runs"]
+    assert resumed.data["meta"] == {"command": "second", "resumed_from_seconds": 12.5}
+    assert resumed.data["summary"] == {}  # a script recomputes it, unless it keeps it
+    done = resumed.done()
+    assert resumed.task_id(dict(task, status="a run's own fields do not count")) in done
+    assert resumed.task_id(dict(task, seed=1)) not in done
+    assert harness.Store(path, {}, resume=True, keep_summary=True).data["summary"] == {
+        "chosen": "lr 0.03"}
+    assert harness.Store(path, {}, resume=False).data["runs"] == []
+
+
+def test_dumps_is_compact_json_with_one_run_per_line(harness):
+    data = {"meta": {"command": "python x.py", "args": {"jobs": 2}},
+            "runs": [dict(phase="tune", curve=[dict(epoch=e, map=e / 7) for e in (1, 2)],
+                          status="diverged: lr, reg"), dict(phase="retrain", curve=[])],
+            "summary": {}}
+    text = harness.dumps(data)
+    assert json.loads(text) == data
+    # nothing but the line breaks beyond the most compact form, no indentation
+    assert text.replace("\n", "") == json.dumps(data, separators=(",", ":"))
+    lines = text.splitlines()
+    assert [json.loads(line.rstrip(",")) for line in lines[lines.index('"runs":[') + 1:][:2]] \
+        == data["runs"]
+
+
+def test_portable_path_never_records_an_absolute_path(harness):
+    root = harness.REPO_ROOT
+    assert harness.portable_path(root / "benchmarks" / "results" / "a.json") == \
+        "benchmarks/results/a.json"
+    assert harness.portable_path(root.parent / "shared" / "data") == "../shared/data"
+    assert harness.portable_path("../shared/data") == "../shared/data"  # relative: as given
+    assert harness.portable_path("/somewhere/else/data") == ".../data"
+    assert harness.portable(["--data-dir=/somewhere/else/data", "--out",
+                             str(root / "out.json"), "WARP (ours)", 3]) == [
+        "--data-dir=.../data", "--out", "out.json", "WARP (ours)", 3]
+
+
+def test_code_state_names_the_commit_and_repository_relative_files(harness):
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    state = harness.code_state()
+    assert re.fullmatch(r"[0-9a-f]{40}", state["head"])
+    assert re.fullmatch(r"[0-9a-f]{64}", state["kernels_sha256"])
+    for line in state["changed_files"]:  # `git status --porcelain` lines: "XY path"
+        assert re.fullmatch(r"[ MTADRCU?!]{2} \S.*", line), line
+        assert not os.path.isabs(line[3:]) and str(REPO_ROOT) not in line
+
+
+def _square(task):
+    """A worker for the pool test (module level: the workers look it up by name)."""
+    return dict(task, value=task["seed"] ** 2)
+
+
+def test_run_tasks_runs_each_task_once_in_worker_processes(harness, tmp_path):
+    store = harness.Store(tmp_path / "runs.json", {}, resume=False)
+    tasks = [dict(phase="p", family="f", dataset="d", seed=seed) for seed in range(5)]
+    results = harness.run_tasks("squares", tasks, store, _square, jobs=2, nice=0,
+                                cost=lambda task: task["seed"], describe=str)
+    assert sorted(run["value"] for run in results) == [0, 1, 4, 9, 16]
+    assert len(harness.load_results(store.path)["runs"]) == 5  # stored as each one ended
+
+    more = tasks + [dict(phase="p", family="f", dataset="d", seed=5)]
+    again = harness.run_tasks("squares", more, store, _square, jobs=1, nice=0,
+                              cost=lambda task: 0, describe=str)
+    assert [run["seed"] for run in again] == [0, 1, 2, 3, 4, 5]  # stored ones first, in order
+    assert again[-1]["value"] == 25 and len(store.data["runs"]) == 6
 
 
 def test_cooccurrence_scores_match_the_definition(bench):
@@ -82,7 +183,6 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
                                                           capsys):
     compare, _ = bench
     monkeypatch.setitem(sys.modules, "lightfm", None)  # import lightfm now raises ImportError
-    compare.SPLITS.clear()
     compare.main(["--quick", "--quick-images", "800", "--out-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "lightfm is not importable, skipping LightFM WARP ms10, LightFM WARP ms100" in printed
@@ -127,7 +227,6 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
 
 def test_compare_resume_skips_finished_runs(bench, tmp_path, capsys):
     compare, _ = bench
-    compare.SPLITS.clear()
     args = ["--quick", "--quick-images", "400", "--models", "popularity", "VSE-ens",
             "--no-threads-row", "--out-dir", str(tmp_path)]
     compare.main(args)
@@ -137,6 +236,31 @@ def test_compare_resume_skips_finished_runs(bench, tmp_path, capsys):
     second = json.loads((tmp_path / "compare_generated.json").read_text())["runs"]
     assert second == first  # nothing re-run, nothing added
     assert "tune:" not in capsys.readouterr().err
+
+
+def test_compare_results_are_compact_and_name_no_machine_path(bench, harness, tmp_path):
+    compare, _ = bench
+    out = tmp_path / "out"
+    compare.main(["--quick", "--quick-images", "400", "--models", "popularity", "WARP (ours)",
+                  "--no-threads-row", "--data-dir", str(tmp_path / "data"), "--out-dir",
+                  str(out)])
+    text = (out / "compare_generated.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    assert text == harness.dumps(data)
+    assert str(tmp_path) not in text and str(REPO_ROOT) not in text
+    assert data["meta"]["command"] == (
+        "python benchmarks/compare.py --quick --quick-images 400 --models popularity "
+        "'WARP (ours)' --no-threads-row --data-dir .../data --out-dir .../out")
+    assert data["meta"]["args"]["data_dir"] == ".../data"
+
+    def strings(value):
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            return [string for item in value for string in strings(item)]
+        return [value] if isinstance(value, str) else []
+
+    assert not [string for string in strings(data) if os.path.isabs(string) or " /" in string]
 
 
 def test_scaling_quick_measures_both_models_at_every_size(bench, tmp_path):
@@ -165,8 +289,8 @@ def test_throughput_quick_prints_every_model_and_the_ratios(script, capsys):
     assert "uniform+bpr / implicit BPR pairs/s" in out and "VSE-ens refresh share" in out
 
 
-def test_adapters_benchmark_times_every_shared_dataset(script, data_dir, capsys):
-    script("adapters").main(["--data-dir", str(data_dir), "--repeats", "1"])
+def test_reading_benchmark_times_every_shared_dataset(script, data_dir, capsys):
+    script("reading").main(["--data-dir", str(data_dir), "--repeats", "1"])
     out = capsys.readouterr().out
     for name in ("corel5k", "delicious", "nuswide81", "movielens-100k", "generated 200k x 5k"):
         assert name in out
@@ -179,3 +303,43 @@ def test_foldin_benchmark_reports_the_ratio_to_trained(script, data_dir, capsys)
                            "--unseen-fraction", "0.1"])
     out = capsys.readouterr().out
     assert "movielens-100k" in out and "%" in out
+
+
+def test_defaults_sweep_quick_recommends_a_setting_of_every_family(script, data_dir, tmp_path,
+                                                                   capsys):
+    """Two worker processes (the pool path) on corel5k and movielens-100k, 6 epochs."""
+    sweep = script("defaults_sweep")
+    out = tmp_path / "defaults.json"
+    sweep.main(["--quick", "--data-dir", str(data_dir), "--out", str(out)])
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["summary"]["recommended"]) == {"vse", "warp", "bpr"}
+    finals = [run for run in data["runs"] if run["phase"] == "final"]
+    assert {(run["family"], run["dataset"], run["role"]) for run in finals} == {
+        (family, dataset, role) for family in ("vse", "warp", "bpr")
+        for dataset in ("corel5k", "movielens-100k") for role in ("recommended", "own-best")}
+    assert all(0.0 < run["test"]["map"] <= 1.0 for run in finals)
+    capsys.readouterr()
+    sweep.main(["--report", str(out)])
+    assert "### vse: recommended" in capsys.readouterr().out
+
+
+COMMITTED_RESULTS = sorted(path.relative_to(RESULTS).as_posix()
+                           for path in RESULTS.glob("**/*.json") if path.name != "defaults.json")
+
+
+@pytest.mark.parametrize("name", COMMITTED_RESULTS)
+def test_report_rewrites_the_committed_tables(script, monkeypatch, tmp_path, name):
+    """``--report`` of a committed results file writes the Markdown committed beside it."""
+    module = script("scaling" if name == "scaling.json" else "compare")
+    monkeypatch.setattr(script("harness"), "pyplot", lambda: None)  # the tables only
+    copy = tmp_path / os.path.basename(name)
+    shutil.copy(RESULTS / name, copy)
+    module.main(["--report", str(copy)])
+    committed = (RESULTS / name).with_suffix(".md").read_text(encoding="utf-8")
+    assert copy.with_suffix(".md").read_text(encoding="utf-8") == committed
+
+
+def test_defaults_report_is_the_generated_part_of_defaults_md(script, capsys):
+    script("defaults_sweep").main(["--report", str(RESULTS / "defaults.json")])
+    page = (RESULTS / "defaults.md").read_text(encoding="utf-8")
+    assert page.split("## Generated tables (`--report`)\n\n", 1)[1] == capsys.readouterr().out

@@ -1,7 +1,7 @@
 """How long the adapters take to read the shared datasets and to generate the demo data.
 
-    python benchmarks/adapters.py                      # ../shared/data or $VSE_RECSYS_DATA
-    python benchmarks/adapters.py --data-dir PATH --repeats 5
+    python benchmarks/reading.py                       # ../shared/data or $VSE_RECSYS_DATA
+    python benchmarks/reading.py --data-dir PATH --repeats 5
 
 Prints, per dataset, the fastest of ``--repeats`` reads (seconds) and the counts read, then the
 time of ``generate_image_labels(200_000, 5_000, 5)`` (about 1M pairs, the throughput
