@@ -119,7 +119,7 @@ def test_bad_arguments(kwargs, message):
 
 def test_large_generation_keeps_its_size():
     # the throughput benchmark's size: ~1M pairs over 5,000 labels (its speed is measured by
-    # benchmarks/adapters.py, not here)
+    # benchmarks/reading.py, not here)
     data = generate_image_labels(200_000, 5000, 5.0, random_state=0)
     assert data.n_pairs == pytest.approx(1_000_000, rel=0.01)
     assert sp.isspmatrix_csr(data.user_items)

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from vse_recsys import VSEEns
 from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 from vse_recsys._npz import FORMAT_VERSION
-from vse_recsys.annotator import Annotator, ModelFileError
+from vse_recsys.annotator import Annotator
 from vse_recsys.cli import _MODEL_OPTIONS, _model_params, _parser, main
 
 N_IMAGES, N_LABELS = 400, 60
@@ -353,73 +353,6 @@ def test_demo_runs_small(capsys):
     assert status == 0 and "VSE-ens (adaptive + hinge)" in out and "held out" in out
 
 
-# -- the Annotator API ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def named():
-    """An Annotator over text IDs and names: bookmarks x tags."""
-    data = generate_image_labels(n_images=300, n_labels=30, random_state=1)
-    pairs = data.to_pairs()
-    from vse_recsys.adapters import ImageLabels
-
-    text = ImageLabels.from_pairs(
-        [f"b{image}" for image in pairs["image"]],
-        [f"t{label}" for label in pairs["label"]],
-        label_names={f"t{label}": f"tag {label}" for label in range(30)},
-    )
-    return Annotator.from_dataset(text, factors=8, iterations=5, num_threads=1,
-                                  random_state=0).fit(show_progress=False)
-
-
-def test_annotator_round_trip_keeps_ids_names_and_suggestions(named, tmp_path):
-    path = named.save(tmp_path / "named")
-    assert path.name == "named.npz" and oct(path.stat().st_mode & 0o777) != "0o600"
-    loaded = Annotator.load(path)
-    assert list(loaded.image_ids) == list(named.image_ids)
-    assert list(loaded.label_ids) == list(named.label_ids)
-    assert list(loaded.label_names) == list(named.label_names)
-    assert (loaded.user_items != named.user_items).nnz == 0
-    image = named.image_ids[5]
-    assert loaded.tag([image], N=4) == named.tag([image], N=4)
-    assert loaded.tag_new([["t1", "tag 2"]], N=3) == named.tag_new([["t1", "tag 2"]], N=3)
-
-
-def test_annotator_lookups_by_id_and_name(named):
-    assert named.label_index("t3") == named.label_index("tag 3")
-    assert list(named.label_index(["t1", "tag 2"])) == [named.label_index("t1"),
-                                                        named.label_index("t2")]
-    with pytest.raises(KeyError, match="did you mean"):
-        named.label_index("t300")
-    with pytest.raises(KeyError, match="unknown image ID 'x'"):
-        named.image_index("x")
-    (tags,) = named.tag([named.image_ids[0]], N=100)  # more than there are candidates
-    assert len(tags.labels) == named.n_labels - len(tags.known)
-    assert not set(tags.labels) & set(tags.known)
-
-
-def test_similar_labels_uses_names_and_leaves_the_label_out(named):
-    similar = named.similar_labels("tag 4", N=5)
-    assert len(similar) == 5
-    assert "t4" not in [label for label, _, _ in similar]
-    assert all(name == f"tag {label[1:]}" for label, name, _ in similar)
-    assert [s for *_, s in similar] == sorted((s for *_, s in similar), reverse=True)
-
-
-def test_load_refuses_a_newer_format_and_names_the_versions(named, tmp_path):
-    path = named.save(tmp_path / "m.npz")
-    with np.load(path) as stored:
-        arrays = dict(stored)
-    np.savez(tmp_path / "newer.npz", **{**arrays, "format_version": np.array(7)})
-    with pytest.raises(ModelFileError,
-                       match=rf"format version 7, newer .*\(up to version {FORMAT_VERSION}\)"):
-        Annotator.load(tmp_path / "newer.npz")
-    del arrays["format_version"]
-    np.savez(tmp_path / "unversioned.npz", **arrays)
-    with pytest.raises(ModelFileError, match="no format_version"):
-        Annotator.load(tmp_path / "unversioned.npz")
-
-
 def test_fit_reports_divergence_in_one_line_and_saves_nothing(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     status, _, err = call(["fit", "pairs.csv", "-o", "diverged", "-q", "--loss", "bpr",
@@ -427,13 +360,3 @@ def test_fit_reports_divergence_in_one_line_and_saves_nothing(workdir, capsys, m
     assert status == 1 and len(err.splitlines()) == 1
     assert "diverged" in err and "Nothing was saved" in err
     assert not (workdir / "diverged.npz").exists()
-
-
-def test_tag_bookmarks_example_runs(data_dir, capsys):
-    import runpy
-
-    example = Path(__file__).resolve().parent.parent / "examples" / "tag_bookmarks.py"
-    namespace = runpy.run_path(str(example))
-    namespace["main"](["--data-dir", str(data_dir), "--iterations", "5"])
-    out = capsys.readouterr().out
-    assert "tags most similar to" in out and "new bookmark tagged python, webdev" in out
