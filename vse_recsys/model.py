@@ -1,17 +1,15 @@
 """``VSEEns``: the VSE-ens label-ranking model as an ``implicit`` matrix-factorisation model."""
 
 import math
-import os
 import time
 
 import numpy as np
 import scipy.sparse
-from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
 from implicit.recommender_base import ModelFitError
 from tqdm.auto import tqdm
 
 from . import _sampler
-from ._base import ParamsMixin
+from ._base import LabelModel
 from ._npz import ModelFileError, read_model_file, read_params, source_name, write_model_file
 from ._validation import (
     binary_csr,
@@ -48,7 +46,7 @@ class DivergenceError(ModelFitError, FloatingPointError):
     """Training produced non-finite factors (the learning rate is too high for the data)."""
 
 
-class VSEEns(ParamsMixin, MatrixFactorizationBase):
+class VSEEns(LabelModel):
     """VSE-ens: matrix factorisation ranked by a margin loss with adaptive negative sampling.
 
     Images are users and labels are items of ``implicit``'s interface: ``fit`` takes an
@@ -359,14 +357,6 @@ class VSEEns(ParamsMixin, MatrixFactorizationBase):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         check_seed(self.random_state)
 
-    def _threads(self):
-        if self.num_threads:
-            return int(self.num_threads)
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            return os.cpu_count() or 1
-
     def _refresh_interval(self, n_labels):
         if self.refresh_interval is not None:
             return int(self.refresh_interval)
@@ -390,80 +380,6 @@ class VSEEns(ParamsMixin, MatrixFactorizationBase):
         scale = self.init_scale
         self.user_factors = generator.normal(0, scale, (n_images, self.factors)).astype(dtype)
         self.item_factors = generator.normal(0, scale, (n_labels, self.factors)).astype(dtype)
-
-    # -- prediction -------------------------------------------------------------------------
-
-    def recommend(
-        self,
-        userid,
-        user_items,
-        N=10,
-        filter_already_liked_items=True,
-        filter_items=None,
-        recalculate_user=False,
-        items=None,
-    ):
-        self._check_fitted()
-        if not recalculate_user:  # folded-in images need not be in the model
-            check_ids("userid", userid, self.user_factors.shape[0], "images")
-        if user_items is not None and scipy.sparse.issparse(user_items):
-            if user_items.shape[1] != self.item_factors.shape[0]:
-                raise ValueError(
-                    f"user_items has {user_items.shape[1]} columns but the model knows "
-                    f"{self.item_factors.shape[0]} labels; pass the rows of the training matrix"
-                )
-            # as in fit: one 1 per label, explicit zeros are no labels (and any format works)
-            user_items = binary_csr(user_items, allow_empty=True)
-        if filter_items is not None:
-            check_ids("filter_items", filter_items, self.item_factors.shape[0], "labels")
-        if items is not None:
-            check_ids("items", items, self.item_factors.shape[0], "labels")
-            if filter_items is not None:
-                raise ValueError("give either items (labels to rank) or filter_items, not both")
-            if np.size(items) == 0 or np.ndim(items) != 1:
-                raise ValueError("items must be a non-empty 1-d list of label ids to rank")
-            if len(np.unique(items)) != len(items):
-                raise ValueError("items has repeated label ids; each label can be ranked once")
-        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
-        # implicit pads rows beyond the last label with label 0 and score 0; never ask for more
-        N = min(int(N), self.item_factors.shape[0] if items is None else len(items))
-        return super().recommend(
-            userid,
-            user_items,
-            N=N,
-            filter_already_liked_items=filter_already_liked_items,
-            filter_items=filter_items,
-            recalculate_user=recalculate_user,
-            items=items,
-        )
-
-    recommend.__doc__ = (MatrixFactorizationBase.recommend.__doc__ or "") + """
-        Notes
-        -----
-        ``N`` larger than the number of labels (or of ``items``) returns every label once,
-        not ``N`` entries. As in implicit, when filtering leaves fewer than ``N`` labels, each
-        row ends with the filtered labels at score ``-numpy.finfo(model.dtype).max``: keep the
-        entries whose score is above that. Explicitly stored zeros in ``user_items`` are not
-        labels (as in ``fit``) and are not filtered.
-        """
-
-    def similar_items(
-        self, itemid, N=10, recalculate_item=False, item_users=None, filter_items=None, items=None
-    ):
-        self._check_fitted()
-        if not recalculate_item:
-            check_ids("itemid", itemid, self.item_factors.shape[0], "labels")
-        return super().similar_items(itemid, N, recalculate_item, item_users, filter_items, items)
-
-    similar_items.__doc__ = MatrixFactorizationBase.similar_items.__doc__
-
-    def similar_users(self, userid, N=10, filter_users=None, users=None):
-        self._check_fitted()
-        check_ids("userid", userid, self.user_factors.shape[0], "images")
-        return super().similar_users(userid, N, filter_users, users)
-
-    similar_users.__doc__ = MatrixFactorizationBase.similar_users.__doc__
 
     # -- folding in new images ---------------------------------------------------------------
 
@@ -576,10 +492,6 @@ class VSEEns(ParamsMixin, MatrixFactorizationBase):
             )
         vectors[np.diff(indptr) == 0] = 0  # no known label: no vector, whatever the batch
         return vectors
-
-    def _check_fitted(self):
-        if self.user_factors is None or self.item_factors is None:
-            raise ValueError("this VSEEns model is not fitted yet: call fit(user_items) first")
 
     # -- persistence ------------------------------------------------------------------------
 
