@@ -360,3 +360,26 @@ def test_fit_reports_divergence_in_one_line_and_saves_nothing(workdir, capsys, m
     assert status == 1 and len(err.splitlines()) == 1
     assert "diverged" in err and "Nothing was saved" in err
     assert not (workdir / "diverged.npz").exists()
+
+
+def test_ease_is_fitted_tagged_and_evaluated_through_the_same_file(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    status, out, err = call(["fit", "train.csv", "-o", "ease", "--model", "ease",
+                             "--regularization", "5"], capsys)
+    assert status == 0, err
+    assert "Solved EASE for 60 labels" in out
+    model = Annotator.load(workdir / "ease.npz").model
+    assert type(model).__name__ == "EASE" and model.regularization == 5.0
+    status, out, err = call(["tag", "ease.npz", "--image", "7", "--labels", "1,2", "-n", "3"],
+                            capsys)
+    assert status == 0, err
+    rows = list(csv.reader(out.splitlines()))[1:]
+    assert [row[0] for row in rows] == ["7"] * 3 + ["new-1"] * 3
+    assert not {row[2] for row in rows[:3]} & {str(v) for v in known_labels(workdir, 7)}
+    status, out, err = call(["evaluate", "ease.npz", "--test", "test.csv",
+                             "--output-format", "json", "-q"], capsys)
+    assert status == 0, err
+    assert 0 < json.loads(out)["map"] <= 1
+    status, _, err = call(["fit", "train.csv", "-o", "x", "--model", "ease", "--factors", "8"],
+                          capsys)
+    assert status == 2 and "--factors is not a parameter of --model ease" in err

@@ -44,13 +44,14 @@ from ._npz import ModelFileError, check_kind, kind_of, read_model_file, read_npz
 from ._validation import binary_csr
 from .adapters import ImageLabels, leave_one_out_split
 from .adapters._ids import IdIndex, plain, storable_ids
+from .ease import EASE
 from .model import VSEEns
 
 __all__ = ["Annotator", "ModelFileError", "Tags"]
 
 _MODEL_PREFIX = "model."
 #: The models an Annotator can hold, by the kind their files name (see vse_recsys._npz).
-MODEL_CLASSES = {"VSEEns": VSEEns}
+MODEL_CLASSES = {"VSEEns": VSEEns, "EASE": EASE}
 
 
 class Tags(NamedTuple):
@@ -74,7 +75,7 @@ class Annotator:
 
     Parameters
     ----------
-    model : VSEEns
+    model : VSEEns or EASE
         Fitted or not (see :meth:`fit`).
     label_ids : sequence
         One ID per label (column), unique.
@@ -88,7 +89,7 @@ class Annotator:
 
     Attributes
     ----------
-    model : VSEEns
+    model : VSEEns or EASE
     image_ids, label_ids, label_names : numpy.ndarray
     user_items : scipy.sparse.csr_matrix or None
 
@@ -140,7 +141,7 @@ class Annotator:
     def from_dataset(cls, dataset, model=None, **params):
         """An Annotator for an ``ImageLabels`` (any adapter's result); call :meth:`fit` next.
 
-        `model` is a ``VSEEns`` (default: ``VSEEns(**params)``).
+        `model` is a ``VSEEns`` or an ``EASE`` (default: ``VSEEns(**params)``).
         """
         if model is None:
             model = VSEEns(**params)
@@ -567,20 +568,21 @@ class Annotator:
             for key, value in arrays.items()
             if key.startswith(_MODEL_PREFIX)
         }
-        for key in ("user_factors", "item_factors"):
-            if key not in model_arrays:
-                raise KeyError(f"no model {key}")
         kind = kind_of(model_arrays)
         if kind not in MODEL_CLASSES:
             raise ModelFileError(f"{name} holds no model an Annotator can use ({kind or 'unknown'})")
         check_kind(model_arrays, kind, f"{name} (its model)")
         model_arrays.pop("format", None)
         model_arrays.pop("format_version", None)
+        for key in ("user_factors", "item_factors"):
+            if key not in model_arrays and not (key == "user_factors" and kind == "EASE"):
+                raise KeyError(f"no model {key}")
         model = MODEL_CLASSES[kind]._from_arrays(model_arrays, name)
         for key in ("image_ids", "label_ids", "label_names"):
             _checked_1d(arrays, key, "iuU", "integers or strings")
-        for what, factors in (("image", model.user_factors), ("label", model.item_factors)):
-            if factors.shape[0] != len(arrays[f"{what}_ids"]):
+        vectors = [("image", model.user_factors), ("label", model.item_factors)]
+        for what, factors in vectors:
+            if factors is not None and factors.shape[0] != len(arrays[f"{what}_ids"]):
                 raise ValueError(
                     f"{factors.shape[0]} {what} vectors for {len(arrays[f'{what}_ids'])} "
                     f"{what} IDs"

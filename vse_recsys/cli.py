@@ -186,11 +186,29 @@ def _format_options(args, name):
     return {option: value for option, (_, value) in given.items()}
 
 
-# VSEEns parameters as `fit` options: (option, parameter, type, help)
+def _seed(text):
+    """A seed option: an integer from 0 to 2**63 - 1 (what a model file can store)."""
+    from ._validation import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text!r}")
+    return value
+
+
+#: --model values and the class each builds
+MODEL_NAMES = {"vse-ens": "VSEEns", "ease": "EASE"}
+
+# model parameters as `fit` options: (option, parameter, type, help); each model takes those of
+# its constructor's parameters (VSEEns all, EASE --regularization, --threads, --dtype)
 _MODEL_OPTIONS = (
     ("--factors", "factors", _positive_int, "dimension of the image and label vectors"),
     ("--learning-rate", "learning_rate", float, "SGD step"),
-    ("--regularization", "regularization", float, "L2 weight decay"),
+    ("--regularization", "regularization", float,
+     "VSE-ens: L2 weight decay; EASE: lambda, the L2 penalty on the label-label weights"),
     ("--iterations", "iterations", int, "epochs (passes over every pair)"),
     ("--margin", "margin", float, "hinge / WARP margin"),
     ("--loss", "loss", str, "hinge (VSE-ens), warp or bpr"),
@@ -201,40 +219,47 @@ _MODEL_OPTIONS = (
      "sampled pairs between refreshes of the adaptive sampler (default: n_labels ln n_labels)"),
     ("--max-sampled", "max_sampled", int, "WARP: most draws per positive pair"),
     ("--candidates", "candidates", int,
-     "hinge / BPR: negatives drawn per pair, the highest-scoring one is used (default 1)"),
+     "hinge / BPR: negatives drawn per pair, the highest-scoring one is used"),
     ("--init-scale", "init_scale", float, "standard deviation of the initial factors"),
     ("--fold-in-iterations", "fold_in_iterations", int,
      "passes over a new image's labels when it is folded in (tag --labels)"),
     ("--threads", "num_threads", int, "threads; 0 = every core this process may use"),
-    ("--seed", "random_state", int, "random seed (default: none, a fresh seed every run)"),
+    ("--seed", "random_state", _seed, "random seed (default: none, a fresh seed every run)"),
     ("--dtype", "dtype", str, "float32 or float64 factors"),
 )
 
 
-def _model_defaults():
-    from .model import VSEEns
+def _model_class(name):
+    from . import EASE, VSEEns
 
-    return VSEEns().get_params()
+    return {"VSEEns": VSEEns, "EASE": EASE}[MODEL_NAMES[name]]
+
+
+def _shown_default(value):
+    return value.name if isinstance(value, np.dtype) else value
 
 
 def _add_model_options(group):
     from .model import LOSSES, SAMPLERS
 
-    defaults = _model_defaults()
+    group.add_argument("--model", choices=list(MODEL_NAMES), default="vse-ens",
+                       help="vse-ens (VSEEns, the default) or ease (EASE: closed form, memory "
+                       "grows with the square of the label count)")
+    defaults = {name: _model_class(name)().get_params() for name in MODEL_NAMES}
     choices = {"loss": sorted(LOSSES), "sampler": sorted(SAMPLERS),
                "dtype": ["float32", "float64"]}
     for option, name, kind, help_text in _MODEL_OPTIONS:
-        default = defaults.get(name)
-        if name == "dtype":
-            default = np.dtype(default).name
-        shown = "" if default is None else f" (default {default})"
+        shown = [f"{model} {_shown_default(values[name])}" for model, values in defaults.items()
+                 if name in values and values[name] is not None]
         metavar = None if name in choices else {int: "N", float: "X"}.get(kind, "N")
-        group.add_argument(option, dest=name, type=kind, default=default, metavar=metavar,
-                           choices=choices.get(name), help=help_text + shown)
+        # no argparse default: the chosen model's own default applies (see _model_params)
+        group.add_argument(option, dest=name, type=kind, default=None, metavar=metavar,
+                           choices=choices.get(name),
+                           help=help_text + (f" (default: {', '.join(shown)})" if shown else ""))
     group.add_argument("--verify-negative-samples", dest="verify_negative_samples",
-                       action=argparse.BooleanOptionalAction,
-                       default=defaults.get("verify_negative_samples", True),
-                       help="redraw sampled labels that are positives of the image")
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="redraw sampled labels that are positives of the image (default: "
+                       "yes)")
 
 
 def _demo_parser(commands):
@@ -259,7 +284,7 @@ def _demo_parser(commands):
     demo.add_argument("--factors", type=_positive_int, default=64)
     demo.add_argument("--epochs", type=_positive_int, default=15)
     demo.add_argument("--threads", type=int, default=0, help="0: every available core")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--examples", type=int, default=3, help="images to show with their labels")
     demo.set_defaults(run=_demo)
 
@@ -359,7 +384,7 @@ def _evaluate_parser(commands):
     options = evaluate.add_argument_group("metrics and output")
     options.add_argument("-k", "--k", dest="k", type=_cutoffs, default=(5, 10), metavar="K,...",
                          help="cut-offs for P@k, R@k, NDCG@k (default 5,10)")
-    options.add_argument("--seed", type=int, default=0, metavar="N",
+    options.add_argument("--seed", type=_seed, default=0, metavar="N",
                          help="--leave-one-out: seed of the split (default 0); the fit uses the "
                          "saved model's seed")
     options.add_argument("--threads", type=int, default=None, metavar="N",
@@ -405,16 +430,25 @@ def _read_pairs(args, path):
 
 
 def _model_params(args):
-    params = {name: getattr(args, name) for _, name, *_ in _MODEL_OPTIONS}
-    params["verify_negative_samples"] = args.verify_negative_samples
-    return params
-
-
-def _check_model(model):
-    """Validate the parameters before reading any data (VSEEns raises ValueError)."""
-    check = getattr(model, "_check_params", None)
-    if check is not None:
-        check()
+    """The chosen model's parameters: its defaults, with the options given on top. An option
+    the model does not take is a mistake, not silently ignored."""
+    model_class = _model_class(args.model)
+    params = model_class().get_params()
+    names = [name for _, name, *_ in _MODEL_OPTIONS] + ["verify_negative_samples"]
+    flags = {name: option for option, name, *_ in _MODEL_OPTIONS}
+    flags["verify_negative_samples"] = "--[no-]verify-negative-samples"
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in params:
+            takes = ", ".join(flags[n] for n in names if n in params)
+            raise UserError(f"{flags[name]} is not a parameter of --model {args.model} (it "
+                            f"takes {takes})")
+        params[name] = value
+    if "dtype" in params:
+        params["dtype"] = np.dtype(params["dtype"]).name
+    return {name: value for name, value in params.items() if name in names}
 
 
 # -- fit ------------------------------------------------------------------------------------------
@@ -422,10 +456,10 @@ def _check_model(model):
 
 def _fit(args):
     from .annotator import Annotator
-    from .model import DivergenceError, VSEEns
+    from .model import DivergenceError
 
-    model = VSEEns(**_model_params(args))
-    _check_model(model)
+    model = _model_class(args.model)(**_model_params(args))
+    model._check_params()  # before reading any data
     output = Path(args.output)
     if output.is_dir():  # before .npz is appended: `-o FOLDER` must not write FOLDER.npz
         raise IsADirectoryError(f"cannot write {output}: it is a folder")
@@ -451,10 +485,14 @@ def _fit(args):
     seconds = time.perf_counter() - started
     written = annotator.save(output)
     if not args.quiet:
-        last = model.fit_history[-1] if model.fit_history else None
-        health = (f"; last epoch: {last['violation_rate']:.1%} of sampled negatives violated "
-                  f"the margin" if last else "")
-        print(f"Trained {model.iterations} epochs in {seconds:.1f} s{health}")
+        history = getattr(model, "fit_history", None)
+        if history is None:
+            print(f"Solved EASE for {dataset.n_labels:,} labels in {seconds:.1f} s")
+        else:
+            last = history[-1] if history else None
+            health = (f"; last epoch: {last['violation_rate']:.1%} of sampled negatives "
+                      f"violated the margin" if last else "")
+            print(f"Trained {model.iterations} epochs in {seconds:.1f} s{health}")
         print(f"Saved the model to {written}")
     return 0
 

@@ -119,7 +119,9 @@ def ranking_metrics(
     ----------
     model : object
         A fitted model exposing ``user_factors`` (n_images, f) and ``item_factors``
-        (n_labels, f) whose dot products are the scores: ``VSEEns``, implicit's
+        (n_labels, f) whose dot products are the scores, or a model that scores an image from
+        its training row (``EASE``: ``recalculate_user(ids, rows) @ item_factors.T``):
+        ``VSEEns``, ``EASE``, implicit's
         ``BayesianPersonalizedRanking`` (its bias column is part of the factors),
         ``AlternatingLeastSquares``, ``LogisticMatrixFactorization``. An implicit GPU model is
         copied to the CPU first (``model.to_cpu()``). For a model without factors use
@@ -166,6 +168,21 @@ def ranking_metrics(
         raise TypeError(
             f"{type(model).__name__} has no user_factors/item_factors; "
             "evaluate it with score_metrics(score_fn, ...) instead"
+        )
+    if getattr(model, "_scores_from_rows", False):  # EASE: an image's vector is its label row
+        if model.item_factors is None:
+            raise ValueError(f"{type(model).__name__} has no factors yet: fit it first")
+        train, test = _check_user_items(train_user_items, test_user_items)  # (warns once)
+        label_vectors_t = np.ascontiguousarray(np.asarray(model.item_factors, np.float32).T)
+        return score_metrics(
+            lambda ids: model.recalculate_user(ids, train[ids]) @ label_vectors_t,
+            train,
+            test,
+            K,
+            batch_size=batch_size,
+            return_per_image=return_per_image,
+            num_threads=num_threads,
+            show_progress=show_progress,
         )
     if model.user_factors is None or model.item_factors is None:
         raise ValueError(f"{type(model).__name__} has no factors yet: fit it first")

@@ -41,7 +41,13 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["InsufficientMemoryError", "MemoryEstimate", "available_memory", "estimate_fit_memory"]
+__all__ = [
+    "InsufficientMemoryError",
+    "MemoryEstimate",
+    "available_memory",
+    "estimate_ease_memory",
+    "estimate_fit_memory",
+]
 
 _RADIX_SCRATCH = 3 * 2048 * 4  # per thread: the radix sort's three digit-count tables (uint32)
 _FIXED_OVERHEAD = 64 * 1024  # RNG states, counters, progress bar and other Python objects
@@ -117,6 +123,30 @@ def estimate_fit_memory(
     return MemoryEstimate(terms["training matrix"] + max(initialisation, training), terms)
 
 
+def estimate_ease_memory(n_images, n_labels, nnz, *, itemsize=4):
+    """Estimate the peak memory (bytes) ``EASE.fit`` allocates.
+
+    ::
+
+        training matrix   12 * nnz + 16 * (n_images + 1)     the checked CSR copy
+        gram inputs       32 * nnz + 16 * (n_labels + 1)     float64 CSR and CSC copies
+        gram              8 * n_labels**2                    XᵀX + λI, then its inverse (in place)
+        weights           itemsize * n_labels**2             B, kept
+        scratch           16 * 2**22 + 8 * 1024 * n_labels   a block of the Gram product, and
+                                                             of the inverse's mirrored triangle
+    """
+    n_images, n_labels, nnz = int(n_images), int(n_labels), int(nnz)
+    terms = {
+        "training matrix": 12 * nnz + 16 * (n_images + 1),
+        "gram inputs": 32 * nnz + 16 * (n_labels + 1),
+        "gram": 8 * n_labels * n_labels,
+        "weights": int(itemsize) * n_labels * n_labels,
+        "scratch": 16 * 2**22 + 8 * 1024 * n_labels,
+        "other": _FIXED_OVERHEAD,
+    }
+    return MemoryEstimate(sum(terms.values()), terms)
+
+
 def available_memory(meminfo="/proc/meminfo", cgroup_root="/sys/fs/cgroup",
                      proc_cgroup="/proc/self/cgroup"):
     """Bytes this process can still allocate without swapping, or None when unknown.
@@ -133,8 +163,15 @@ def available_memory(meminfo="/proc/meminfo", cgroup_root="/sys/fs/cgroup",
     return min(known) if known else None
 
 
-def check_memory(estimate, what="this fit"):
-    """Raise InsufficientMemoryError when ``estimate`` exceeds :func:`available_memory`."""
+_VSEENS_ADVICE = (
+    "Use fewer factors, dtype=float32, sampler='uniform' (no per-factor label orders) or fewer "
+    "threads, or train on a subset"
+)
+
+
+def check_memory(estimate, what="this fit", advice=_VSEENS_ADVICE):
+    """Raise InsufficientMemoryError when ``estimate`` exceeds :func:`available_memory`;
+    ``advice`` says what to change."""
     if os.environ.get("VSE_RECSYS_MEMORY_CHECK", "").strip().lower() in {"0", "false", "no", "off"}:
         return
     available = available_memory()
@@ -142,9 +179,8 @@ def check_memory(estimate, what="this fit"):
         return
     raise InsufficientMemoryError(
         f"{what} needs about {estimate}, but only {_size(available)} of memory is available. "
-        f"Use fewer factors, dtype=float32, sampler='uniform' (no per-factor label orders) or "
-        f"fewer threads, or train on a subset; set VSE_RECSYS_MEMORY_CHECK=0 to try anyway "
-        f"(e.g. with swap). The formula is in the README's 'Memory' section."
+        f"{advice}; set VSE_RECSYS_MEMORY_CHECK=0 to try anyway (e.g. with swap). The formula "
+        f"is in the README's 'Memory' section."
     )
 
 
