@@ -103,6 +103,9 @@ MODELS = {
                          grid=_grid(alpha=[1.0, 10.0], regularization=[0.01, 0.1, 1.0])),
     "item-item cosine": dict(kind="cosine", fixed={}, grid=_grid(K=[10, 50, 200])),
     "item-item BM25": dict(kind="bm25", fixed={}, grid=_grid(K=[10, 50, 200])),
+    # EASE (Steck 2019): closed form, lambda tuned on validation like every other model
+    "EASE": dict(kind="ease", fixed={},
+                 grid=_grid(regularization=[1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0])),
     "co-occurrence": dict(kind="cooccurrence", fixed={}, grid=[{}]),
     "popularity": dict(kind="popularity", fixed={}, grid=[{}]),
 }
@@ -214,6 +217,15 @@ def _train_static(train, spec, params, threads, seed, epochs, on_epoch, clock):
 
         def scores(ids):
             return (train[ids] @ similarity).toarray()
+    elif kind == "ease":
+        from vse_recsys import EASE
+
+        model = EASE(regularization=params["regularization"], num_threads=threads)
+        model.fit(train, show_progress=False)
+        weights_t = np.ascontiguousarray(model.item_factors.T)  # B
+
+        def scores(ids):
+            return train[ids] @ weights_t
     elif kind == "cooccurrence":
         binary = train.copy()
         binary.data[:] = 1.0

@@ -24,7 +24,7 @@ from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 BENCHMARKS = REPO_ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
 NON_LIGHTFM = ["VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
-               "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25",
+               "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25", "EASE",
                "co-occurrence", "popularity"]
 
 
@@ -287,6 +287,16 @@ def test_throughput_quick_prints_every_model_and_the_ratios(script, capsys):
     for model in ("VSE-ens (adaptive+hinge)", "uniform+hinge", "uniform+bpr", "implicit BPR"):
         assert model in out
     assert "uniform+bpr / implicit BPR pairs/s" in out and "VSE-ens refresh share" in out
+
+
+def test_ease_scaling_quick_measures_both_models_in_child_processes(script, capsys, tmp_path):
+    script("ease_scaling").main(["--quick", "--json", str(tmp_path / "ease.json")])
+    results = json.loads((tmp_path / "ease.json").read_text())
+    assert sorted((r["model"], r["n_labels"]) for r in results) == [
+        ("EASE", 50), ("EASE", 200), ("VSEEns", 50), ("VSEEns", 200)]
+    for result in results:
+        assert result["seconds"] > 0 and 0 < result["fit_peak"] <= 1.2 * result["estimate"]
+    assert "EASE/epoch" in capsys.readouterr().out
 
 
 def test_reading_benchmark_times_every_shared_dataset(script, data_dir, capsys):

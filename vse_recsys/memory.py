@@ -129,19 +129,21 @@ def estimate_ease_memory(n_images, n_labels, nnz, *, itemsize=4):
     ::
 
         training matrix   12 * nnz + 16 * (n_images + 1)     the checked CSR copy
-        gram inputs       32 * nnz + 16 * (n_labels + 1)     float64 CSR and CSC copies
+        gram inputs       48 * nnz + 16 * (n_labels + 1)     float64 CSR and CSC copies and
+                                                             their float32 predecessors
         gram              8 * n_labels**2                    XᵀX + λI, then its inverse (in place)
         weights           itemsize * n_labels**2             B, kept
-        scratch           16 * 2**22 + 8 * 1024 * n_labels   a block of the Gram product, and
-                                                             of the inverse's mirrored triangle
+        scratch           20 * min(n_labels**2, 2**22)       a block of the Gram product (at most;
+                          + 8 * min(n_labels, 1024) * n_labels   sparse when labels rarely meet),
+                                                             and of the mirrored triangle
     """
     n_images, n_labels, nnz = int(n_images), int(n_labels), int(nnz)
     terms = {
         "training matrix": 12 * nnz + 16 * (n_images + 1),
-        "gram inputs": 32 * nnz + 16 * (n_labels + 1),
+        "gram inputs": 48 * nnz + 16 * (n_labels + 1),
         "gram": 8 * n_labels * n_labels,
         "weights": int(itemsize) * n_labels * n_labels,
-        "scratch": 16 * 2**22 + 8 * 1024 * n_labels,
+        "scratch": 20 * min(n_labels * n_labels, 2**22) + 8 * min(n_labels, 1024) * n_labels,
         "other": _FIXED_OVERHEAD,
     }
     return MemoryEstimate(sum(terms.values()), terms)
