@@ -23,6 +23,12 @@ _PARQUET = {".parquet", ".pq", ".parq"}
 DEFAULT_CHUNKSIZE = 1_000_000
 
 
+def open_binary(path):
+    """Open a file for reading bytes, decompressing ``.gz``, ``.bz2`` and ``.xz``."""
+    opener = _OPENERS.get(Path(path).suffix.lower(), open)
+    return opener(path, "rb")
+
+
 def open_text(path):
     """Open a text file for reading, decompressing ``.gz``, ``.bz2`` and ``.xz``.
 
@@ -93,6 +99,24 @@ def _data_line(path, row, header):
     return None
 
 
+# separators given by name (a command line cannot easily pass a tab character)
+_SEPARATORS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "space": " ",
+               "pipe": "|"}
+
+
+def _separator(sep):
+    """A field separator given as one character or by name (``tab``, ``\\t``, ``comma``)."""
+    if sep is None:
+        return None
+    sep = _SEPARATORS.get(sep.lower() if isinstance(sep, str) else sep, sep)
+    if not isinstance(sep, str) or len(sep) != 1 or sep in "\r\n\"":
+        raise ValueError(
+            f"the field separator must be one character (or tab, comma, semicolon, space, "
+            f"pipe), got {sep!r}"
+        )
+    return sep
+
+
 class TableReader:
     """Read the columns of a CSV/TSV/Parquet file in chunks, with located error messages.
 
@@ -105,8 +129,9 @@ class TableReader:
         Those of `columns` holding IDs: read as text, so "007" stays "007". The others are
         parsed as numbers when they all are (fast), else as text that :meth:`numbers` checks.
     sep : str, optional
-        Field separator for text files (guessed when None); ":" with `n_fields` reads
-        MovieLens' ``::`` files with pandas' fast parser.
+        Field separator for text files: one character, or ``tab`` (also ``\t`` as two
+        characters), ``comma``, ``semicolon``, ``space``, ``pipe``; guessed when None. ":" with
+        `n_fields` reads MovieLens' ``::`` files with pandas' fast parser.
     header : bool, default True
         Whether the first non-blank line names the columns.
     n_fields : int, optional
@@ -130,7 +155,7 @@ class TableReader:
             raise FileNotFoundError(f"no such file: {self.path}")
         self.parquet = is_parquet(self.path)
         self.unit = "row" if self.parquet else "line"
-        self.sep = None if self.parquet else (sep or guess_separator(self.path))
+        self.sep = None if self.parquet else (_separator(sep) or guess_separator(self.path))
         self._check_columns()
 
     # -- errors ---------------------------------------------------------------------------------

@@ -85,8 +85,9 @@ def _read_openimages(path, class_names=None):
 
 
 def _read_mulan_beside(path, xml=None):
-    """:func:`read_mulan` with the XML label header found beside the ARFF file by default."""
-    return read_mulan(path, find_mulan_xml(path) if xml is None else Path(xml))
+    """:func:`read_mulan` with the XML label header found beside the ARFF file by default, or
+    none (a MEKA file: its relation names the labels) when there is none."""
+    return read_mulan(path, find_mulan_xml(path, required=False) if xml is None else Path(xml))
 
 
 PAIR_OPTIONS = (
@@ -105,10 +106,11 @@ FORMATS = {
     for fmt in (
         DataFormat("pairs", "CSV / TSV (optionally compressed) / Parquet, one (image, label) "
                    "per row", read_pair_table, PAIR_OPTIONS),
-        DataFormat("mulan", "MULAN or MEKA ARFF (optionally compressed), with MULAN's XML "
-                   "label header", _read_mulan_beside,
+        DataFormat("mulan", "MULAN ARFF with its XML label header, or MEKA ARFF (its "
+                   "relation's -C names the labels); optionally compressed", _read_mulan_beside,
                    (FormatOption("xml", "the XML label header (default: <name>.xml beside the "
-                                 "ARFF file, or the only .xml there)", metavar="FILE"),)),
+                                 "ARFF file, or the only .xml there; none for MEKA files)",
+                                 metavar="FILE"),)),
         DataFormat("movielens", "MovieLens ratings (users are images, movies labels)",
                    read_movielens,
                    (FormatOption("min_rating", "lowest rating that counts as positive",

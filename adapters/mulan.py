@@ -1,7 +1,10 @@
-"""MULAN / MEKA multi-label data: an ARFF file plus an XML file naming the label attributes.
+"""MULAN / MEKA multi-label data: an ARFF file (optionally compressed) and its label attributes.
 
-The label attributes are exactly those named in the XML, wherever they stand among the ARFF
-attributes (the others are features and are ignored). Rows may be dense (``v1,v2,...``) or sparse
+MULAN names the label attributes in an XML file; they are exactly those, wherever they stand
+among the ARFF attributes (the others are features and are ignored). MEKA has no XML: its
+relation name carries the option ``-C N``, meaning the first ``N`` attributes are the labels
+(``-C -N``: the last ``N``), e.g. ``@relation 'Music: -C 6'``. An ARFF file ending in ``.gz``,
+``.bz2`` or ``.xz`` (as MEKA ships its datasets) is decompressed as it is read. Rows may be dense (``v1,v2,...``) or sparse
 (``{index value,...}``, omitted attributes being 0), mixed in one file. Every data row becomes an
 image, also rows with no label, so delicious gives 16,105 images of which 16,091 have a tag.
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ._tables import format_errors, open_binary
 from .dataset import ImageLabels
 from .errors import DatasetFormatError
 
@@ -31,6 +35,7 @@ _ATTRIBUTE = re.compile(rf"""@attribute\s+({_QUOTED}|[^\s'"]\S*)\s*(.*)$""", re.
 _DENSE_FIELD = re.compile(rf"""\s*({_QUOTED}|[^,]*?)\s*(?:,|\Z)""")
 _SPARSE_ENTRY = re.compile(rf"""\s*(\S+)\s+({_QUOTED}|[^,]*?)\s*(?:,|\Z)""")
 _PLAIN_INDEX = re.compile(r"[+-]?[0-9]{1,18}")
+_MEKA_LABELS = re.compile(r"(?:^|\s)-C\s+(-?[0-9]+)(?=\s|$)")
 _MISSING = "?"
 _SPARSE_FORM = "{index value, index value, ...}"
 
@@ -43,12 +48,14 @@ def _unescape(name):
 
 
 def _read_text(path):
-    """The file's text: UTF-8 (a byte-order mark is skipped), else Latin-1, which some MULAN /
-    MEKA files use (and which decodes any bytes)."""
+    """The file's text, decompressed by its suffix: UTF-8 (a byte-order mark is skipped), else
+    Latin-1, which some MULAN / MEKA files use (and which decodes any bytes)."""
+    with format_errors(path), open_binary(path) as handle:
+        data = handle.read()
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return Path(path).read_text(encoding="latin-1")
+        return data.decode("latin-1")
 
 
 def is_arff(path):
@@ -68,17 +75,18 @@ def _arff_stem(path):
     return name[: -len(".arff")] if name.lower().endswith(".arff") else Path(name).stem
 
 
-def find_mulan_xml(arff_path):
+def find_mulan_xml(arff_path, *, required=True):
     """The MULAN XML label header that goes with an ARFF file.
 
     Tried in order: ``<name>.xml`` beside it, the same without a ``-sparse`` / ``-train`` /
     ``-test`` ending (``Corel5k-train-sparse.arff`` → ``Corel5k.xml``), and the only ``.xml``
-    file in its folder.
+    file in its folder. With ``required=False`` None when there is none (a MEKA file needs
+    none).
 
     Raises
     ------
     DatasetFormatError
-        When none is found (the message says how to name it).
+        When none is found and ``required`` (the message says how to name it).
     """
     arff_path = Path(arff_path)
     stem = _arff_stem(arff_path)
@@ -92,6 +100,8 @@ def find_mulan_xml(arff_path):
     others = sorted(arff_path.parent.glob("*.xml"))
     if len(others) == 1:
         return others[0]
+    if not required:
+        return None
     raise DatasetFormatError(
         arff_path, None, "no XML label header found beside it",
         f"{candidates[0].name} (or pass the XML file: xml=... / --xml FILE)",
@@ -278,15 +288,17 @@ def _label_values(values, cols, label_names, path, lines):
     return positive, missing
 
 
-def read_mulan(arff_path, xml_path):
-    """Read a MULAN / MEKA multi-label dataset (ARFF data + XML label header).
+def read_mulan(arff_path, xml_path=None):
+    """Read a MULAN / MEKA multi-label dataset (ARFF data + its label attributes).
 
     Parameters
     ----------
     arff_path : path-like
-        The ARFF file: ``@attribute`` lines then ``@data`` rows, dense or sparse.
-    xml_path : path-like
-        The MULAN XML listing the label attributes (``<label name="..."/>``).
+        The ARFF file: ``@attribute`` lines then ``@data`` rows, dense or sparse; ``.gz``,
+        ``.bz2`` or ``.xz`` compressed files are read too.
+    xml_path : path-like, optional
+        The MULAN XML listing the label attributes (``<label name="..."/>``). Without it the
+        labels come from MEKA's ``-C N`` in the relation name (see the module notes).
 
     Returns
     -------
@@ -299,11 +311,16 @@ def read_mulan(arff_path, xml_path):
     ------
     DatasetFormatError
         With file and line: an XML label that is no ARFF attribute, a sparse index beyond the
-        declared attributes, a dense row of the wrong length, a label value other than 0/1/?.
+        declared attributes, a dense row of the wrong length, a label value other than 0/1/?;
+        no XML and no usable MEKA ``-C``.
     """
-    labels = read_mulan_labels(xml_path)
     lines = _read_text(arff_path).splitlines()
     names, attribute_lines, data_line = _parse_header(lines, arff_path)
+    if xml_path is None:
+        labels = _meka_labels(lines, names, attribute_lines, arff_path)
+        xml_path = arff_path  # where the labels were named, for messages
+    else:
+        labels = read_mulan_labels(xml_path)
     column_of, label_positions = _label_columns(names, attribute_lines, labels, arff_path, xml_path)
     label_names = np.array([name for name, _ in labels], dtype=object)
 
@@ -352,6 +369,32 @@ def read_mulan(arff_path, xml_path):
     )
     dropped = {"missing_label_values": int(np.count_nonzero(missing))}
     return ImageLabels(matrix, None, label_names, dropped=dropped, source=arff_path, copy=False)
+
+
+def _meka_labels(lines, names, attribute_lines, path):
+    """The label attributes MEKA's ``-C N`` option (in the relation name) declares, as
+    ``(name, line)`` pairs like :func:`read_mulan_labels` gives."""
+    relation, found = None, None
+    for number, line in enumerate(lines, start=1):
+        if line.strip().lower().startswith("@relation"):
+            relation = number
+            found = _MEKA_LABELS.search(_unescape(line.strip()[len("@relation"):].strip()))
+            break
+    if found is None:
+        raise DatasetFormatError(
+            path, relation, "no label attributes named: no XML label header and no MEKA '-C N' "
+            "in @relation", "a MULAN XML file (xml=... / --xml FILE) or a MEKA relation such "
+            "as @relation 'name: -C 6'",
+        )
+    count = int(found.group(1))
+    if count == 0 or abs(count) > len(names):
+        raise DatasetFormatError(
+            path, relation, f"MEKA '-C {count}' names {abs(count)} label attributes, but the "
+            f"header declares {len(names)} attributes", f"-C between 1 and {len(names)} (or "
+            f"-1 and -{len(names)} for the last ones)",
+        )
+    chosen = range(count) if count > 0 else range(len(names) + count, len(names))
+    return [(names[k], attribute_lines[k]) for k in chosen]
 
 
 def _label_columns(names, attribute_lines, labels, arff_path, xml_path):

@@ -177,3 +177,59 @@ def test_latin1_files_are_read(tmp_path):
     arff.write_bytes("@attribute caf\xe9 {0,1}\n@data\n1\n".encode("latin-1"))
     xml.write_text(XML_HEAD + '<label name="caf\xe9"/></labels>', encoding="utf-8")
     assert list(read_mulan(arff, xml).label_ids) == ["caf\xe9"]
+
+
+# -- MEKA and compressed files ------------------------------------------------------------------
+
+MEKA = """@relation 'Tiny: -C 2'
+@attribute sky {0,1}
+@attribute sea {0,1}
+@attribute f1 {0,1}
+@data
+1,0,1
+{1 1,2 1}
+0,0,0
+"""
+
+
+def test_meka_minus_c_names_the_first_attributes_as_labels(tmp_path):
+    path = tmp_path / "tiny.arff"
+    path.write_text(MEKA)
+    data = read_mulan(path)
+    assert list(data.label_ids) == ["sky", "sea"]
+    assert data.user_items.toarray().tolist() == [[1, 0], [0, 1], [0, 0]]
+    path.write_text(MEKA.replace("-C 2", "-C -1"))  # the last attribute (f1) is the label
+    last = read_mulan(path)
+    assert list(last.label_ids) == ["f1"]
+    assert last.user_items.toarray().ravel().tolist() == [1, 1, 0]
+
+
+def test_meka_without_minus_c_and_without_xml_is_explained(tmp_path):
+    path = tmp_path / "plain.arff"
+    path.write_text(MEKA.replace("'Tiny: -C 2'", "Tiny"))
+    with pytest.raises(DatasetFormatError, match=r"plain.arff, line 1: .*no MEKA '-C N'"):
+        read_mulan(path)
+    path.write_text(MEKA.replace("-C 2", "-C 9"))
+    with pytest.raises(DatasetFormatError, match="names 9 label attributes, but the header "
+                                                 "declares 3"):
+        read_mulan(path)
+
+
+@pytest.mark.parametrize("suffix, opener", [(".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
+def test_compressed_arff_is_read_as_the_plain_file(tmp_path, suffix, opener):
+    import importlib
+
+    from vse_recsys.adapters import read_any
+
+    plain = tmp_path / "tiny.arff"
+    plain.write_text(MEKA)
+    packed = tmp_path / f"packed.arff{suffix}"
+    with importlib.import_module(opener).open(packed, "wt") as handle:
+        handle.write(MEKA)
+    expected = read_mulan(plain)
+    for data in (read_mulan(packed), read_any(packed)):  # auto: a compressed .arff is mulan
+        assert (data.user_items != expected.user_items).nnz == 0
+        assert list(data.label_ids) == list(expected.label_ids)
+    packed.write_bytes(b"\x1f\x8b\x08garbage" if suffix == ".gz" else b"garbage")
+    with pytest.raises(DatasetFormatError, match="damaged|not compressed"):
+        read_mulan(packed)

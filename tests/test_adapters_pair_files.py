@@ -127,6 +127,36 @@ def test_read_pairs_bad_weight(tmp_path, row, message):
     expect_error(lambda: read_pairs(path, "img", "tag", "w", chunksize=2), path, 4, message)
 
 
+def test_integer_ids_up_to_19_digits_stay_integers(tmp_path):
+    big = 2**63 - 1  # the largest int64: 19 digits
+    path = tmp_path / "big.csv"
+    path.write_text(f"image,label\n{big},5\n-{big},7\n12,5\n")
+    data = read_pairs(path, "image", "label")
+    assert data.image_ids.dtype == np.int64 and data.label_ids.dtype == np.int64
+    assert data.image_ids.tolist() == [-big, 12, big]
+    path.write_text(f"image,label\n{big + 1},5\n12,5\n")  # beyond int64: all text
+    beyond = read_pairs(path, "image", "label")
+    assert beyond.image_ids.dtype.kind == "O" and str(big + 1) in list(beyond.image_ids)
+
+
+@pytest.mark.parametrize("sep", ["tab", "TAB", "\\t", "\t"])
+def test_a_tab_separator_can_be_named(tmp_path, sep):
+    path = tmp_path / "pairs.txt"
+    path.write_text("image\tlabel\na\tx\nb\ty\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pandas engine fallback
+        data = read_pairs(path, "image", "label", sep=sep)
+    assert list(data.image_ids) == ["a", "b"] and data.n_pairs == 2
+
+
+@pytest.mark.parametrize("sep", ["::", "ab", ""])
+def test_a_separator_of_several_characters_is_refused(tmp_path, sep):
+    path = tmp_path / "pairs.txt"
+    path.write_text("image,label\na,x\n")
+    with pytest.raises(ValueError, match="separator must be one character"):
+        read_pairs(path, "image", "label", sep=sep)
+
+
 def test_read_pairs_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_pairs(tmp_path / "nope.csv", "a", "b")

@@ -383,3 +383,69 @@ def test_ease_is_fitted_tagged_and_evaluated_through_the_same_file(workdir, caps
     status, _, err = call(["fit", "train.csv", "-o", "x", "--model", "ease", "--factors", "8"],
                           capsys)
     assert status == 2 and "--factors is not a parameter of --model ease" in err
+
+
+# -- defects found by a new user (issue 13) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["fit", "train.csv", "-o", "m", "--seed", "99999999999999999999999"],
+    ["fit", "train.csv", "-o", "m", "--seed", "-1"],
+    ["evaluate", "model.npz", "--leave-one-out", "pairs.csv", "--seed", "-1"],
+    ["demo", "--seed", "-1"],
+])
+def test_unusable_seeds_are_refused_naming_the_option(workdir, capsys, monkeypatch, argv):
+    monkeypatch.chdir(workdir)
+    status, _, err = call(argv, capsys)
+    assert status == 2 and "--seed: expected an integer from 0 to 2**63 - 1" in err
+    assert not (workdir / "m.npz").exists()
+
+
+def test_output_that_is_an_existing_folder_is_refused_before_training(workdir, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(workdir)
+    (workdir / "out_folder").mkdir(exist_ok=True)
+    status, _, err = call(["fit", "train.csv", "-o", "out_folder", *FIT_OPTIONS], capsys)
+    assert status == 1 and "out_folder: it is a folder" in err
+    assert not (workdir / "out_folder.npz").exists()
+
+
+def test_undefined_metrics_are_null_in_json_and_explained_in_text(tmp_path, capsys, monkeypatch):
+    # every image's only candidate label is its test label: AUC has no negative to compare
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"image": [0, 0, 1, 1], "label": [0, 1, 1, 0]}).iloc[[0, 2]].to_csv(
+        "train.csv", index=False)
+    pd.DataFrame({"image": [0, 1], "label": [1, 0]}).to_csv("test.csv", index=False)
+    assert call(["fit", "train.csv", "-o", "m", "-q", *FIT_OPTIONS], capsys)[0] == 0
+    status, out, err = call(["evaluate", "m.npz", "--test", "test.csv", "-q",
+                             "--output-format", "json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["auc"] is None and "NaN" not in out
+    status, out, _ = call(["evaluate", "m.npz", "--test", "test.csv", "-q"], capsys)
+    assert "auc            undefined: no evaluated image has a negative label" in out
+    assert "nan" not in out
+
+
+def test_a_label_with_a_comma_can_be_given_quoted(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"image": [0, 0, 1, 1, 2], "label": ["sky, blue", "sea", "sea", "sand", "sea"]}
+                 ).to_csv("pairs.csv", index=False)
+    assert call(["fit", "pairs.csv", "-o", "m", "-q", *FIT_OPTIONS], capsys)[0] == 0
+    status, out, err = call(["tag", "m.npz", "--labels", '"sky, blue",sea', "--format", "json"],
+                            capsys)
+    assert status == 0, err
+    assert sorted(json.loads(out)[0]["known_labels"]) == ["sea", "sky, blue"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["demo", "--examples", "-1"], "--examples"),
+    (["demo", "--threads", "-1"], "--threads"),
+])
+def test_demo_refuses_negative_counts_before_generating_data(capsys, argv, option):
+    status, out, err = call(argv, capsys)
+    assert status == 2 and f"{option}: expected an integer >= 0" in err and not out
+
+
+def test_help_states_each_default_once():
+    help_text = _parser()._subparsers._group_actions[0].choices["fit"].format_help()
+    assert "(default 1) (default 1)" not in help_text and help_text.count("(default: vse-ens 1)")

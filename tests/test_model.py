@@ -278,3 +278,19 @@ def test_partial_fit_users_updates_and_grows_the_model():
         model.partial_fit_users([1, 2], user_items[[1]])
     with pytest.raises(ValueError, match="columns but the model knows"):
         model.partial_fit_users([1], scipy.sparse.csr_matrix((1, N + 1)))
+
+
+def test_conversion_warnings_are_implicit_parameter_warnings():
+    from implicit.utils import ParameterWarning
+
+    with pytest.warns(ParameterWarning, match="COO matrix; converting it to CSR"):
+        _fit(random_labels().tocoo())
+
+
+def test_get_params_gives_a_model_with_the_same_settings_and_set_params_checks_names():
+    model = VSEEns(factors=5, loss="bpr", random_state=3)
+    clone = VSEEns(**model.get_params())
+    assert clone.get_params() == model.get_params() and clone.factors == 5
+    assert model.set_params(learning_rate=0.5) is model and model.learning_rate == 0.5
+    with pytest.raises(ValueError, match="has no parameter 'epochs'"):
+        model.set_params(epochs=3)

@@ -8,6 +8,7 @@ the problem, never later in ``recommend``, and nothing in a file is ever unpickl
 import io
 import os
 import pickle
+import warnings
 import zipfile
 
 import numpy as np
@@ -363,3 +364,71 @@ def test_every_truncation_of_an_annotator_file_is_a_clear_error(annotator_arrays
         path.write_bytes(data[:size])
         with pytest.raises(ModelFileError, match="cut.npz"):
             Annotator.load(path)
+
+
+# -- files of other kinds and tools (issue 13, items 1-2) ------------------------------------------
+
+
+def _implicit_file(model_class, path, **params):
+    model = model_class(factors=8, iterations=1, random_state=0, **params)
+    model.fit(USER_ITEMS, show_progress=False)
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("tool, looks_like", [
+    ("bpr", "implicit BayesianPersonalizedRanking"),
+    ("als", "implicit AlternatingLeastSquares"),
+    ("lmf", "implicit LogisticMatrixFactorization"),
+])
+def test_other_tools_model_files_are_named_for_what_they_are(tmp_path, tool, looks_like):
+    from threadpoolctl import threadpool_limits
+
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from implicit.cpu.lmf import LogisticMatrixFactorization
+
+    classes = {"bpr": BayesianPersonalizedRanking, "als": AlternatingLeastSquares,
+               "lmf": LogisticMatrixFactorization}
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # implicit's own advice about BLAS threads
+        path = _implicit_file(classes[tool], tmp_path / f"{tool}.npz")
+    for loader in (VSEEns.load, Annotator.load):
+        with pytest.raises(ModelFileError, match=f"not a vse-recsys .*looks like an {looks_like}"):
+            loader(path)
+
+
+def test_an_annotator_file_given_to_vseens_load_says_how_to_load_it(fitted, tmp_path):
+    path = Annotator(fitted, [f"label{i}" for i in range(12)]).save(tmp_path / "a.npz")
+    with pytest.raises(ModelFileError, match="an Annotator file .*Annotator.load"):
+        VSEEns.load(path)
+
+
+# -- seeds a file cannot store (issue 13, items 3-4) ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed, error, message", [
+    (10**23, ValueError, r"random_state must be a seed from 0 to 2\*\*63 - 1, got 1000"),
+    (-1, ValueError, "random_state must be a seed from 0 to 2"),
+    (True, TypeError, "random_state must be None, an int"),
+    (1.5, TypeError, "random_state must be None, an int"),
+])
+def test_unusable_seeds_are_refused_before_any_training(seed, error, message):
+    model = VSEEns(factors=2, iterations=1, random_state=seed)
+    with pytest.raises(error, match=message):
+        model.fit(USER_ITEMS, show_progress=False)
+    assert model.user_factors is None and model.fit_history == []
+
+
+def test_the_largest_seed_trains_saves_and_loads(tmp_path):
+    model = VSEEns(factors=2, iterations=1, random_state=2**63 - 1).fit(USER_ITEMS,
+                                                                       show_progress=False)
+    model.save(tmp_path / "seed.npz")
+    assert VSEEns.load(tmp_path / "seed.npz").random_state == 2**63 - 1
+
+
+def test_saving_into_a_missing_folder_names_the_path_given(fitted, tmp_path):
+    target = tmp_path / "missing_dir" / "x.npz"
+    with pytest.raises(FileNotFoundError) as caught:
+        fitted.save(target)
+    assert str(target) in str(caught.value) and ".tmp" not in str(caught.value)

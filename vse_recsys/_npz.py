@@ -19,6 +19,7 @@ the file and the problem.
 """
 
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -154,6 +155,10 @@ def read_npz(source):
         raise ModelFileError(f"{name} is not an .npz model file ({error})") from None
     arrays = {}
     with archive:
+        try:
+            _check_every_member_is_listed(archive)
+        except _READ_ERRORS as error:
+            raise ModelFileError(f"{name} is damaged ({error}); the file is corrupted") from None
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise ModelFileError(
@@ -171,6 +176,33 @@ def read_npz(source):
                     f"file is corrupted or truncated"
                 ) from None
     return arrays
+
+
+def _check_every_member_is_listed(archive):
+    """Refuse a zip whose directory does not list every member it stores.
+
+    A damaged directory can end early and list only the first members: the others would be
+    missing without any checksum failing (a model file would lose its last entries, e.g. its
+    seed and format). numpy writes members back to back from the start of the file, each a
+    local header, its name and extra field, and its data, up to the directory: so the listed
+    members must tile that span exactly.
+    """
+    start_dir = getattr(archive, "start_dir", None)  # where the directory begins (zipfile's own)
+    members = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    if start_dir is None or any(info.flag_bits & 0x08 for info in members):
+        return  # sizes after the data (a data descriptor): not numpy's layout, not checked
+    position = 0
+    for info in members:
+        if info.header_offset != position:
+            raise ValueError(f"bytes {position}..{info.header_offset} hold no listed member")
+        archive.fp.seek(info.header_offset)
+        header = archive.fp.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise ValueError(f"no member header at byte {info.header_offset}")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        position = info.header_offset + 30 + name_length + extra_length + info.compress_size
+    if position != start_dir:
+        raise ValueError(f"bytes {position}..{start_dir} hold members the directory does not list")
 
 
 def _read_member(archive, info):

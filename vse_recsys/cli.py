@@ -121,6 +121,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _cutoffs(text):
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -223,7 +233,8 @@ _MODEL_OPTIONS = (
     ("--init-scale", "init_scale", float, "standard deviation of the initial factors"),
     ("--fold-in-iterations", "fold_in_iterations", int,
      "passes over a new image's labels when it is folded in (tag --labels)"),
-    ("--threads", "num_threads", int, "threads; 0 = every core this process may use"),
+    ("--threads", "num_threads", _non_negative_int,
+     "threads; 0 = every core this process may use"),
     ("--seed", "random_state", _seed, "random seed (default: none, a fresh seed every run)"),
     ("--dtype", "dtype", str, "float32 or float64 factors"),
 )
@@ -283,9 +294,11 @@ def _demo_parser(commands):
                       help="generated labels per image (mean)")
     demo.add_argument("--factors", type=_positive_int, default=64)
     demo.add_argument("--epochs", type=_positive_int, default=15)
-    demo.add_argument("--threads", type=int, default=0, help="0: every available core")
+    demo.add_argument("--threads", type=_non_negative_int, default=0,
+                      help="0: every available core")
     demo.add_argument("--seed", type=_seed, default=0)
-    demo.add_argument("--examples", type=int, default=3, help="images to show with their labels")
+    demo.add_argument("--examples", type=_non_negative_int, default=3,
+                      help="images to show with their labels")
     demo.set_defaults(run=_demo)
 
 
@@ -347,7 +360,7 @@ def _tag_parser(commands):
                      "image with its known labels and suggestions")
     out.add_argument("-o", "--output", default="-", metavar="FILE",
                      help="where to write ('-': stdout, the default)")
-    tag.add_argument("--threads", type=int, default=None, metavar="N",
+    tag.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                      help="threads (default: the model's setting)")
     tag.add_argument("--fold-in-iterations", type=_positive_int, default=None, metavar="N",
                      help="passes over a new image's labels (default: the model's setting)")
@@ -387,7 +400,7 @@ def _evaluate_parser(commands):
     options.add_argument("--seed", type=_seed, default=0, metavar="N",
                          help="--leave-one-out: seed of the split (default 0); the fit uses the "
                          "saved model's seed")
-    options.add_argument("--threads", type=int, default=None, metavar="N",
+    options.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                          help="threads (default: the model's setting)")
     options.add_argument("--output-format", choices=("text", "json"), default="text",
                          help="text table (default) or one JSON object")
@@ -504,9 +517,7 @@ def _load_annotator(args):
     from .annotator import Annotator
 
     annotator = Annotator.load(args.model)
-    if getattr(args, "threads", None) is not None:
-        if args.threads < 0:
-            raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if getattr(args, "threads", None) is not None:  # (>= 0: the option's type checks it)
         annotator.model.num_threads = args.threads
     return annotator
 
@@ -627,13 +638,25 @@ def _evaluate(args):
     return 0
 
 
+# why a metric can be undefined (NaN in the metrics dict): written as null / said in words
+_UNDEFINED = {
+    "auc": "undefined: no evaluated image has a negative label (every label it was not trained "
+           "on is one of its test labels), so no (test, negative) pair can be ordered",
+}
+
+
 def _write_metrics(metrics, how, args):
-    if args.output_format == "json":
-        text = json.dumps({"evaluated": how, **metrics}, indent=2) + "\n"
+    undefined = {name for name, value in metrics.items() if value != value}  # NaN
+    if args.output_format == "json":  # JSON has no NaN: undefined metrics are null
+        payload = {"evaluated": how,
+                   **{name: None if name in undefined else value for name, value in metrics.items()}}
+        text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     else:
         lines = [f"{how}: {metrics['n_images']:,} images"]
         for name, value in metrics.items():
-            if name != "n_images":
+            if name in undefined:
+                lines.append(f"  {name:<14} {_UNDEFINED.get(name, 'undefined')}")
+            elif name != "n_images":
                 lines.append(f"  {name:<14} {value:.4f}")
         text = "\n".join(lines) + "\n"
     with _open_output(args.output) as handle:
