@@ -106,6 +106,105 @@ class ModelContract:
             assert all(other % 2 == image % 2 for other in ids), ids
             assert scores[0] == pytest.approx(1.0, abs=1e-3)
 
+    # -- what implicit's own contract mixin checks, in our words (issue 13, items 16-30) -------
+
+    def test_asking_for_more_than_there_is_returns_each_once(self, fitted):
+        model, user_items = fitted
+        ids, scores = model.recommend(0, user_items[0], N=10_000)
+        assert len(ids) == len(set(ids)) == N
+        ids, scores = model.similar_items(3, N=10_000)
+        assert len(ids) == len(set(ids)) == N and np.isfinite(scores).all()
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(ValueError, match="N must be a positive integer"):
+                model.similar_items(3, N=bad)
+            with pytest.raises(ValueError, match="N must be a positive integer"):
+                model.recommend(0, user_items[0], N=bad)
+
+    def test_similar_items_in_a_batch_start_with_the_item_itself(self, fitted):
+        model, _ = fitted
+        ids, scores = model.similar_items(np.arange(N), N=10)
+        assert ids.shape == (N, 10)
+        for label in range(N):
+            assert ids[label][0] == label
+            assert all(other % 2 == label % 2 for other in ids[label][:5]), ids[label]
+            single_ids, single_scores = model.similar_items(label, N=10)
+            # (labels with equal cosines may come in another order: compare the scores)
+            assert single_ids[0] == label
+            np.testing.assert_allclose(single_scores, scores[label], rtol=1e-5, atol=1e-6)
+
+    def test_similar_items_filters_and_subsets(self, fitted):
+        model, _ = fitted
+        ids, scores = model.similar_items(np.arange(N), N=10, filter_items=np.arange(0, N, 5))
+        assert not set(ids.ravel()) & set(range(0, N, 5))
+        assert np.isfinite(scores).all()  # no infinite score, whatever the norms
+        ids, scores = model.similar_items(np.arange(N), N=10, items=np.arange(8))
+        for row in ids:
+            assert set(row) == set(range(8))
+        assert np.isfinite(scores).all()
+
+    def test_similar_users_filters_and_subsets(self, fitted):
+        model, _ = fitted
+        if getattr(model, "_scores_from_rows", False):
+            return  # (refused: test_similar_users_stay_in_group)
+        ids, scores = model.similar_users(np.arange(N), N=10, filter_users=np.arange(0, N, 5))
+        assert not set(ids.ravel()) & set(range(0, N, 5)) and np.isfinite(scores).all()
+        ids, _ = model.similar_users(np.arange(N), N=999, users=np.arange(6))
+        assert ids.shape == (N, 6) and all(set(row) == set(range(6)) for row in ids)
+
+    def test_ranking_a_subset_puts_the_known_labels_last(self, fitted):
+        model, user_items = fitted
+        chosen = np.array([1, 2, 3, 4, 5, 6])  # image 0 has labels 2, 4, 6
+        ids, scores = model.recommend(0, user_items[0], items=chosen, N=20)
+        assert sorted(ids) == list(chosen)
+        assert set(ids[3:]) == {2, 4, 6} and (scores[3:] == -np.finfo(scores.dtype).max).all()
+        with pytest.raises(IndexError):
+            model.recommend(0, user_items[0], items=[1, 2, N])
+        with pytest.raises(IndexError):
+            model.recommend(0, user_items[0], items=[1, -3])
+
+    def test_folding_in_a_training_image_keeps_its_best_label(self, fitted):
+        model, user_items = fitted
+        for image in range(N):
+            ids, scores = model.recommend(image, user_items[image], N=1)
+            folded_ids, folded_scores = model.recommend(0, user_items[image], N=1,
+                                                        recalculate_user=True)
+            assert folded_ids[0] == ids[0]
+            if self.fold_in_is_exact(model):
+                assert folded_scores[0] == pytest.approx(scores[0], abs=1e-3)
+
+    @staticmethod
+    def fold_in_is_exact(model):
+        """Whether recalculate_user gives a training image its trained scores (models that
+        score an image from its labels do; a learned free vector is refitted, not recalled)."""
+        return getattr(model, "_scores_from_rows", False)
+
+    def test_an_unused_label_is_similar_to_nothing(self):
+        rows = checkerboard().toarray()
+        rows[:, 30] = 0
+        rows[30] = 0
+        model = self.make_model()
+        model.fit(scipy.sparse.csr_matrix(rows), show_progress=False)
+        for label in range(N):
+            if label != 30:
+                ids, _ = model.similar_items(label, N=10)
+                assert 30 not in ids, (label, ids)
+
+    def test_float64_input_and_coo_input(self):
+        from implicit.utils import ParameterWarning
+
+        model = self.make_model()
+        model.fit(checkerboard().astype(np.float64), show_progress=False)
+        with pytest.warns(ParameterWarning, match="COO matrix"):
+            self.make_model().fit(checkerboard().tocoo(), show_progress=False)
+
+    def test_no_gpu_and_no_partial_fit_items(self, fitted):
+        model, user_items = fitted
+        with pytest.raises(NotImplementedError, match="no GPU version"):
+            model.to_gpu()
+        assert model.to_cpu() is model
+        with pytest.raises(NotImplementedError, match="partial_fit_items"):
+            model.partial_fit_items([0], user_items.T.tocsr()[[0]])
+
     def test_npz_round_trip(self, fitted, tmp_path):
         model, user_items = fitted
         model.save(tmp_path / "model.npz")

@@ -14,10 +14,21 @@ import os
 import numpy as np
 import scipy.sparse
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
+from implicit.cpu.topk import topk
 
 from ._validation import binary_csr, check_ids
 
 __all__ = ["LabelModel", "ParamsMixin"]
+
+_SIMILAR_NOTES = """
+        Notes
+        -----
+        Similarity is the cosine of the vectors. As for ``recommend``, ``N`` larger than the
+        candidates returns each once, and filtered ones end a row at score
+        ``-numpy.finfo(dtype).max`` when fewer than ``N`` remain. A vector of zeros (a label
+        never trained) is similar to nothing: cosine 0. An item or user comes first in its own
+        list.
+        """
 
 
 class ParamsMixin:
@@ -88,20 +99,12 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
                 )
             # as in fit: one 1 per label, explicit zeros are no labels (and any format works)
             user_items = binary_csr(user_items, allow_empty=True)
+        n_labels = self.item_factors.shape[0]
         if filter_items is not None:
-            check_ids("filter_items", filter_items, self.item_factors.shape[0], "labels")
+            check_ids("filter_items", filter_items, n_labels, "labels")
         if items is not None:
-            check_ids("items", items, self.item_factors.shape[0], "labels")
-            if filter_items is not None:
-                raise ValueError("give either items (labels to rank) or filter_items, not both")
-            if np.size(items) == 0 or np.ndim(items) != 1:
-                raise ValueError("items must be a non-empty 1-d list of label ids to rank")
-            if len(np.unique(items)) != len(items):
-                raise ValueError("items has repeated label ids; each label can be ranked once")
-        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
-        # implicit pads rows beyond the last label with label 0 and score 0; never ask for more
-        N = min(int(N), self.item_factors.shape[0] if items is None else len(items))
+            items = _check_subset(items, filter_items, n_labels, "items")
+        N = _check_top_n(N, n_labels if items is None else len(items))
         return super().recommend(
             userid,
             user_items,
@@ -126,11 +129,15 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
         self, itemid, N=10, recalculate_item=False, item_users=None, filter_items=None, items=None
     ):
         self._check_fitted()
-        if not recalculate_item:
-            check_ids("itemid", itemid, self.item_factors.shape[0], "labels")
-        return super().similar_items(itemid, N, recalculate_item, item_users, filter_items, items)
+        if recalculate_item:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot compute a label's vector from its images "
+                f"(recalculate_item): label vectors are only learned in fit"
+            )
+        check_ids("itemid", itemid, self.item_factors.shape[0], "labels")
+        return self._similar(self.item_factors, itemid, N, filter_items, items, "items")
 
-    similar_items.__doc__ = MatrixFactorizationBase.similar_items.__doc__
+    similar_items.__doc__ = (MatrixFactorizationBase.similar_items.__doc__ or "") + _SIMILAR_NOTES
 
     def similar_users(self, userid, N=10, filter_users=None, users=None):
         self._check_fitted()
@@ -140,10 +147,73 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
                 f"labels), so it has no similar_users; compare images by their label rows"
             )
         check_ids("userid", userid, self.user_factors.shape[0], "images")
-        return super().similar_users(userid, N, filter_users, users)
+        return self._similar(self.user_factors, userid, N, filter_users, users, "users")
 
-    similar_users.__doc__ = MatrixFactorizationBase.similar_users.__doc__
+    similar_users.__doc__ = (MatrixFactorizationBase.similar_users.__doc__ or "") + _SIMILAR_NOTES
 
+    # -- what implicit's CPU models have and these do not ---------------------------------
+
+    def to_gpu(self):
+        """Not available: vse-recsys trains and scores on the CPU only (its kernels are C)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no GPU version: it trains and scores on the CPU (use "
+            f"num_threads for more cores); implicit's own models have GPU versions"
+        )
+
+    def to_cpu(self):
+        """The model itself (it is a CPU model)."""
+        return self
+
+    def partial_fit_items(self, itemids, item_users):
+        """Not available: label vectors are learned from every image at once in ``fit``.
+
+        A label's vector depends on all the images that have it and on every other label (the
+        negatives it was ranked against), so it cannot be fitted from its own column alone as
+        ALS can; add the label's pairs to the data and fit again.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot fit a label from its own images (partial_fit_items): "
+            f"label vectors are learned in fit against every other label; add the label's "
+            f"pairs to the data and fit again"
+        )
+
+    def _similar(self, factors, query_ids, N, filter_ids, subset, what):
+        """Cosine top-N among the rows of ``factors`` for the rows ``query_ids``.
+
+        A zero row (a label never trained) is similar to nothing (cosine 0, also its own list),
+        so no norm is divided by zero; a row comes first in its own list (its cosine is 1,
+        which rounding can make a hair below that of a parallel row).
+        """
+        count = factors.shape[0] if subset is None else np.size(subset)
+        N = _check_top_n(N, count)
+        if subset is not None:
+            subset = _check_subset(subset, filter_ids, factors.shape[0], what)
+        if filter_ids is not None:
+            check_ids(f"filter_{what}", filter_ids, factors.shape[0], what)
+            filter_ids = np.unique(np.asarray(filter_ids, dtype=np.int32))
+        norms = np.sqrt(np.einsum("ij,ij->i", factors, factors, dtype=np.float64))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        query = np.atleast_2d(factors[query_ids] * scale[query_ids, None].astype(factors.dtype))
+        candidates = factors if subset is None else factors[subset]
+        candidate_norms = (norms if subset is None else norms[subset]).astype(factors.dtype)
+        candidate_norms[candidate_norms == 0] = np.inf  # score / inf = 0: similar to nothing
+        # one more than asked: a row whose own id was pushed out by ties still has N others
+        ids, scores = topk(candidates, query, min(N + 1, count), item_norms=candidate_norms,
+                           filter_items=filter_ids, num_threads=self.num_threads)
+        if subset is not None:
+            ids = subset[ids]
+        allowed = np.ones(factors.shape[0], dtype=bool)
+        if subset is not None:
+            allowed[:] = False
+            allowed[subset] = True
+        if filter_ids is not None:
+            allowed[filter_ids] = False
+        self_scores = (norms[np.atleast_1d(query_ids)] > 0).astype(scores.dtype)  # cos(v, v)
+        ids, scores = _own_id_first(ids, scores, np.atleast_1d(query_ids), self_scores,
+                                    allowed, N)
+        if np.isscalar(query_ids):
+            return ids[0], scores[0]
+        return ids, scores
 
     def _threads(self):
         if self.num_threads:
@@ -160,3 +230,41 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
                 f"this {type(self).__name__} model is not fitted yet: call fit(user_items) first"
             )
 
+
+
+def _check_top_n(N, count):
+    """``N`` as an int, at most ``count`` (implicit would pad with id 0 at score 0)."""
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise ValueError(f"N must be a positive integer, got {N!r}")
+    return min(int(N), int(count))
+
+
+def _check_subset(subset, excluded, count, what):
+    """The ids a call ranks (``items=`` / ``users=``), checked."""
+    check_ids(what, subset, count, what)
+    if excluded is not None:
+        raise ValueError(f"give either {what} (ids to rank) or filter_{what}, not both")
+    subset = np.asarray(subset)
+    if subset.size == 0 or subset.ndim != 1:
+        raise ValueError(f"{what} must be a non-empty 1-d list of ids to rank")
+    if len(np.unique(subset)) != len(subset):
+        raise ValueError(f"{what} has repeated ids; each can be ranked once")
+    return subset
+
+
+def _own_id_first(ids, scores, query_ids, self_scores, allowed, N):
+    """Each row's own id first (when it may be listed at all), then the others, N in all.
+
+    A vector's cosine with itself is the largest there is, but rounding can put parallel
+    vectors a hair above it, or ties can push it out of the top ``N``.
+    """
+    out_ids = np.empty((len(query_ids), N), dtype=ids.dtype)
+    out_scores = np.empty((len(query_ids), N), dtype=scores.dtype)
+    for row, query in enumerate(query_ids):
+        others = ids[row] != query
+        row_ids, row_scores = ids[row][others], scores[row][others]
+        if allowed[query]:
+            row_ids = np.concatenate([[query], row_ids])
+            row_scores = np.concatenate([[self_scores[row]], row_scores])
+        out_ids[row], out_scores[row] = row_ids[:N], row_scores[:N]
+    return out_ids, out_scores

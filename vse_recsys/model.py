@@ -230,6 +230,10 @@ class VSEEns(LabelModel):
         finally:
             del self._last_good
             self._user_norms = self._item_norms = None
+        # a label no image has was only ever a negative: its vector holds no co-occurrence, so
+        # it gets zeros (as in implicit's ALS) and is similar to nothing
+        unused = np.bincount(user_items.indices, minlength=user_items.shape[1]) == 0
+        self.item_factors[unused] = 0
         return self
 
     def estimate_memory(self, n_images, n_labels, nnz):
