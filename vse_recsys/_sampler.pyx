@@ -5,26 +5,20 @@ sampler's refresh, the hinge / WARP / BPR pair updates and the Hogwild epoch loo
 The public model (``vse_recsys.model.VSEEns``) validates input and hands this module only
 typed arrays and scalars. Small ``def`` wrappers at the end exist so tests can call the
 samplers and the update directly; training never goes through them.
+
+``_sampler.pxd`` declares the kernel API: the inline RNG, the structs, the C helpers and both
+state classes' fields and C methods. All the C is in two headers: vector math (``omp simd``)
+in ``_vector.h``; compiler builtins (prefetch, atomics) and the build's bounds-check flag in
+``_platform.h``.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport ceil, exp, expm1, fabs, log1p, sqrt
+from libc.math cimport ceil, exp, expm1, log1p, sqrt
 from libc.string cimport memcpy, memset
 
-from cpython.exc cimport PyErr_CheckSignals
 cimport openmp
 
 import numpy as np
-
-# Set by setup.py (VSE_RECSYS_BOUNDSCHECK=1) together with Cython's boundscheck directive, so
-# that tests can tell which build they run against.
-cdef extern from *:
-    """
-    #ifndef VSE_RECSYS_BOUNDSCHECK
-    #define VSE_RECSYS_BOUNDSCHECK 0
-    #endif
-    """
-    int VSE_RECSYS_BOUNDSCHECK
 
 #: True when the kernels were compiled with Cython's bounds checks: an out-of-range index into
 #: a typed array (negative ones included) then raises IndexError instead of corrupting memory.
@@ -50,40 +44,15 @@ cdef enum:
 
 
 # ---------------------------------------------------------------------------------------------
-# Random numbers: xoshiro256++ (Blackman & Vigna), one state per thread.
+# Random numbers: xoshiro256++ (Blackman & Vigna), one state per thread (inline in the .pxd)
 # ---------------------------------------------------------------------------------------------
 
-cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
-    return (x << k) | (x >> (64 - k))
-
-
-cdef uint64_t rng_next(uint64_t* s) noexcept nogil:
-    cdef uint64_t result = _rotl(s[0] + s[3], 23) + s[0]
-    cdef uint64_t t = s[1] << 17
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-cdef double rng_uniform(uint64_t* s) noexcept nogil:
-    """Uniform double in [0, 1) with 53 random bits."""
-    return <double> (rng_next(s) >> 11) * (1.0 / 9007199254740992.0)
-
-
-cdef uint32_t rng_below(uint64_t* s, uint32_t n) noexcept nogil:
-    """Unbiased integer in [0, n) by Lemire's multiply-and-reject method."""
-    cdef uint64_t m = (rng_next(s) >> 32) * <uint64_t> n
-    cdef uint32_t low = <uint32_t> m
-    cdef uint32_t threshold
-    if low < n:
-        threshold = (<uint32_t> (0 - n)) % n
-        while low < threshold:
-            m = (rng_next(s) >> 32) * <uint64_t> n
-            low = <uint32_t> m
+cdef uint32_t _rng_below_rejecting(uint64_t* s, uint32_t n, uint64_t m) noexcept nogil:
+    """rng_below once the first product ``m`` landed in the low band: reject and redraw while
+    it is below the threshold that makes the result unbiased."""
+    cdef uint32_t threshold = (<uint32_t> (0 - n)) % n
+    while <uint32_t> m < threshold:
+        m = (rng_next(s) >> 32) * <uint64_t> n
     return <uint32_t> (m >> 32)
 
 
@@ -126,29 +95,8 @@ def _cache_aligned_rows(Py_ssize_t n_rows, Py_ssize_t stride, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# Small vector helpers
+# Scores and an image's positives
 # ---------------------------------------------------------------------------------------------
-
-cdef extern from "_vector.h" nogil:
-    float vse_dot_f(const float* a, const float* b, int n) noexcept
-    double vse_dot_d(const double* a, const double* b, int n) noexcept
-    void vse_step_f(float* user, float* pos, float* neg, int n, float scale, float lr,
-                    float reg) noexcept
-    void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
-                    double reg) noexcept
-    void vse_prefetch(const void* p, long bytes) noexcept
-    void vse_prefetch_read(const void* p, long bytes) noexcept
-    void vse_step_user_f(float* user, const float* pos, const float* neg, int n, float scale,
-                         float lr, float reg) noexcept
-    void vse_step_user_d(double* user, const double* pos, const double* neg, int n,
-                         double scale, double lr, double reg) noexcept
-    int vse_draw_factor_f(const float* user, const float* sigma, int n, double u01) noexcept
-    int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
-    void vse_refresh_keys_f(const float* factors, int n, int k, uint32_t* keys, double* sum,
-                            double* squares) noexcept
-    void vse_refresh_keys_d(const double* factors, int n, int k, uint32_t* keys, double* sum,
-                            double* squares) noexcept
-
 
 cdef inline floating _dot(const floating* a, const floating* b, int32_t k) noexcept nogil:
     if floating is float:
@@ -421,28 +369,6 @@ cdef bint _insertion_argsort(const uint32_t* keys, const int32_t* previous, int3
     return True
 
 
-# Atomics for the lock-free refresh hand-over (GCC / Clang builtins).
-cdef extern from *:
-    """
-    static inline long long vse_atomic_add(long long* p, long long v) {
-        return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
-    }
-    static inline long long vse_atomic_load_ll(long long* p) {
-        return __atomic_load_n(p, __ATOMIC_RELAXED);
-    }
-    static inline int vse_atomic_load(int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void vse_atomic_store(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int vse_try_lock(int* p) {
-        int expected = 0;
-        return __atomic_compare_exchange_n(p, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-    }
-    """
-    long long vse_atomic_add(long long* p, long long v) noexcept nogil
-    long long vse_atomic_load_ll(long long* p) noexcept nogil
-    int vse_atomic_load(int* p) noexcept nogil
-    void vse_atomic_store(int* p, int v) noexcept nogil
-    int vse_try_lock(int* p) noexcept nogil
-
 # PyErr_CheckSignals without Cython's exception check: the caller keeps the pending exception
 # and re-raises it with _raise_pending once it is safe (outside the parallel region).
 cdef extern from "Python.h":
@@ -481,25 +407,6 @@ cdef class AdaptiveSampler:
     num_threads : int
         Threads used by ``refresh`` (across factors).
     """
-
-    cdef readonly int32_t n_labels
-    cdef readonly int32_t n_factors
-    cdef readonly double rank_decay
-    cdef readonly int num_threads
-    cdef object _sorted_buffers          # (2, n_factors, n_labels) int32, descending by value
-    cdef object _sigma_buffers           # (2, n_factors) float64
-    cdef float[:, ::1] _sigma32          # the same in float32
-    cdef int32_t[:, :, ::1] _sorted
-    cdef double[:, ::1] _sigma
-    cdef uint32_t[:, ::1] _keys          # (n_factors, n_labels) sort keys, rebuilt each refresh
-    cdef double[:, ::1] _moments         # (2, n_factors): shifted sums and sums of squares
-    cdef uint32_t[:, ::1] _key_scratch   # per thread: n_labels keys + radix counts
-    cdef int32_t[:, ::1] _order_scratch  # per thread: n_labels indices
-    cdef AdaptiveView views[2]
-    cdef int front                       # which buffer the samplers read
-    cdef int refreshing                  # lock: one refresh at a time
-    cdef readonly long long insertion_sorts  # factor sorts done by insertion (the rest: radix)
-    cdef int32_t[::1] _radix_streak      # per factor: radix sorts since insertion last gave up
 
     def __init__(self, int32_t n_labels, int32_t n_factors, double rank_decay, int num_threads=1):
         if n_labels < 1 or n_factors < 1:
@@ -554,9 +461,6 @@ cdef class AdaptiveSampler:
         with nogil:
             self._rebuild(&item_factors[0, 0], self.num_threads)
 
-    cdef inline const AdaptiveView* view(self) noexcept nogil:
-        return &self.views[vse_atomic_load(&self.front)]
-
     cdef void _rebuild(self, const floating* item_factors, int num_threads) noexcept nogil:
         """Rebuild the back buffer from ``item_factors`` and publish it as the front."""
         cdef int32_t n = self.n_labels, k = self.n_factors, f
@@ -583,7 +487,7 @@ cdef class AdaptiveSampler:
                 self._sort_factor(f, back, 0)
         vse_atomic_store(&self.front, back)
 
-    cdef inline void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
+    cdef void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
         """Factor f's labels by key into ``buffer``: insertion from the other buffer's order
         (the previous refresh), or the radix sort when too much has changed."""
         cdef int32_t n = self.n_labels
@@ -643,19 +547,6 @@ cdef class PairShuffler:
     pile_size : int
         Pairs per pile on average (tests make it tiny to exercise many piles).
     """
-
-    cdef readonly int64_t n_pairs
-    cdef readonly int32_t n_piles
-    cdef readonly int num_threads
-    cdef const int64_t[::1] _indptr
-    cdef const int32_t[::1] _labels
-    cdef uint16_t[::1] _pile
-    cdef uint64_t[::1] _packed
-    cdef int64_t[:, ::1] _cursor       # (threads, piles): next slot of each thread in each pile
-    cdef int64_t[::1] _pile_start      # (piles + 1): where each pile starts
-    cdef int32_t[::1] _users_out
-    cdef int32_t[::1] _labels_out
-    cdef object _users_array, _labels_array
 
     def __init__(self, const int64_t[::1] indptr, const int32_t[::1] indices,
                  int num_threads=1, int64_t pile_size=SHUFFLE_PILE):
