@@ -4,7 +4,7 @@
 Here: the fused float type, the loss and sampler codes, the per-thread RNG (inline, so its
 bodies live here too), the structs the kernels pass around, the C helpers of ``_vector.h`` and
 ``_platform.h``, and the two state classes with their fields and C methods (bodies in
-``_sampler.pyx``).
+``_refresh.pxi`` and ``_shuffle.pxi``, included by ``_sampler.pyx``).
 
 Everything here runs without the GIL. Helpers used in hot loops are ``inline ... noexcept
 nogil`` so Cython never has to take the GIL to check for an exception.

@@ -1,15 +1,25 @@
 # cython: language_level=3
-"""nogil kernels: random numbers, the uniform and adaptive negative samplers, the adaptive
-sampler's refresh, the hinge / WARP / BPR pair updates and the Hogwild epoch loop.
+"""nogil kernels: the uniform and adaptive negative samplers, the hinge / WARP / BPR step and
+the Hogwild epoch loop.
 
 The public model (``vse_recsys.model.VSEEns``) validates input and hands this module only
-typed arrays and scalars. Small ``def`` wrappers at the end exist so tests can call the
-samplers and the update directly; training never goes through them.
+typed arrays and scalars. It is one extension module, built from these files:
 
-``_sampler.pxd`` declares the kernel API: the inline RNG, the structs, the C helpers and both
-state classes' fields and C methods. All the C is in two headers: vector math (``omp simd``)
-in ``_vector.h``; compiler builtins (prefetch, atomics) and the build's bounds-check flag in
-``_platform.h``.
+``_sampler.pxd``
+    The kernel API: the fused float type, loss and sampler codes, the per-thread RNG (inline,
+    bodies included), the structs, the C helpers and the two state classes' fields and methods.
+``_sampler.pyx`` (this file)
+    Per-thread state, choosing a negative, the loss step, the epoch loop, Ctrl-C handling.
+``_refresh.pxi``
+    ``AdaptiveSampler``: per-factor label orders and spreads, and their refresh.
+``_shuffle.pxi``
+    ``PairShuffler``: each epoch's fresh random order of the pairs.
+``_testing.pxi``
+    Small ``def`` wrappers so that tests can call the samplers and the step directly; training
+    never goes through them.
+``_vector.h``, ``_platform.h``
+    All the C: vector math (``omp simd``) in the first; compiler builtins (prefetch, atomics)
+    and the build's bounds-check flag in the second.
 """
 
 from cython.parallel cimport parallel, prange, threadid
@@ -28,19 +38,6 @@ BOUNDSCHECK = bool(VSE_RECSYS_BOUNDSCHECK)
 # takes a uniformly drawn negative instead (exact, O(#positives)); see _sample_negative.
 cdef enum:
     MAX_REJECTIONS = 32
-# Radix sort: 32-bit keys in passes of 11, 11 and 10 bits.
-cdef enum:
-    RADIX_BITS = 11
-    RADIX_SIZE = 2048
-    RADIX_MASK = 2047
-# A refresh first re-sorts each factor by insertion, starting from the previous order (between
-# two refreshes few labels may change places); it gives up for the radix sort once the moves
-# exceed n_labels + INSERTION_BUDGET_BASE. After a factor's insertion sort gave up, the next
-# INSERTION_RETRY_AFTER - 1 refreshes of that factor go straight to the radix sort, so a model
-# whose orders change a lot wastes at most 1/INSERTION_RETRY_AFTER of a budget per refresh.
-cdef enum:
-    INSERTION_BUDGET_BASE = 1024
-    INSERTION_RETRY_AFTER = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,69 +302,8 @@ cdef inline floating _loss_scale(int loss, floating positive_score, floating neg
 
 
 # ---------------------------------------------------------------------------------------------
-# Refresh: per factor, labels sorted by value (descending) and the column's standard deviation
+# Ctrl-C during an epoch
 # ---------------------------------------------------------------------------------------------
-
-cdef void _radix_argsort(uint32_t* keys, uint32_t* keys_tmp, int32_t* order,
-                         int32_t* order_tmp, uint32_t* counts, int32_t n) noexcept nogil:
-    """Stable LSD radix argsort of ``keys`` (clobbered) into ``order``: O(n), three passes."""
-    cdef uint32_t* c0 = counts
-    cdef uint32_t* c1 = counts + RADIX_SIZE
-    cdef uint32_t* c2 = counts + 2 * RADIX_SIZE
-    cdef uint32_t key, run0 = 0, run1 = 0, run2 = 0, tmp
-    cdef int32_t a, d
-    memset(counts, 0, 3 * RADIX_SIZE * sizeof(uint32_t))
-    for a in range(n):
-        key = keys[a]
-        c0[key & RADIX_MASK] += 1
-        c1[(key >> RADIX_BITS) & RADIX_MASK] += 1
-        c2[key >> (2 * RADIX_BITS)] += 1
-    for d in range(RADIX_SIZE):  # exclusive prefix sums: first slot of each digit
-        tmp = c0[d]; c0[d] = run0; run0 += tmp
-        tmp = c1[d]; c1[d] = run1; run1 += tmp
-        tmp = c2[d]; c2[d] = run2; run2 += tmp
-    for a in range(n):
-        key = keys[a]
-        d = key & RADIX_MASK
-        keys_tmp[c0[d]] = key
-        order_tmp[c0[d]] = a
-        c0[d] += 1
-    for a in range(n):
-        key = keys_tmp[a]
-        d = (key >> RADIX_BITS) & RADIX_MASK
-        keys[c1[d]] = key
-        order[c1[d]] = order_tmp[a]
-        c1[d] += 1
-    for a in range(n):
-        d = keys[a] >> (2 * RADIX_BITS)
-        order_tmp[c2[d]] = order[a]
-        c2[d] += 1
-    memcpy(order, order_tmp, n * sizeof(int32_t))
-
-
-cdef bint _insertion_argsort(const uint32_t* keys, const int32_t* previous, int32_t* order,
-                             int32_t n, int64_t budget) noexcept nogil:
-    """Sort ``previous`` (a permutation of 0..n-1) by ``keys`` into ``order``, by insertion.
-
-    O(n + moves): cheap when ``previous`` is nearly sorted. Returns False, leaving ``order``
-    unusable, as soon as the moves exceed ``budget``. Equal keys keep their previous order.
-    """
-    cdef int32_t i, j, label
-    cdef uint32_t key
-    memcpy(order, previous, n * sizeof(int32_t))
-    for i in range(1, n):
-        label = order[i]
-        key = keys[label]
-        j = i
-        while j > 0 and keys[order[j - 1]] > key:
-            order[j] = order[j - 1]
-            j -= 1
-        budget -= i - j
-        if budget < 0:
-            return False
-        order[j] = label
-    return True
-
 
 # PyErr_CheckSignals without Cython's exception check: the caller keeps the pending exception
 # and re-raises it with _raise_pending once it is safe (outside the parallel region).
@@ -383,268 +319,12 @@ cdef int _raise_pending() except -1:
     return -1  # an exception is already set: ``except -1`` makes Cython propagate it
 
 
-cdef class AdaptiveSampler:
-    """State of the adaptive sampler: per-factor label orders and factor spreads.
-
-    ``refresh(item_factors)`` rebuilds both from the current label factors: one row-major pass
-    turns every value into a sort key (and sums the columns for sigma), then each factor's
-    labels are sorted: by insertion from the previous refresh's order when few labels changed
-    places (O(n_labels + moves); the usual case with few labels), else by an LSD radix sort
-    (O(n_labels)). The whole order is rebuilt, not only its top and bottom: with the default
-    lambda = 0.3 * n_labels every rank can be drawn.
-
-    The state is double-buffered. During an epoch the thread whose pairs cross the next refresh
-    point rebuilds the back buffer on its own and then publishes it, while the other threads
-    keep drawing from the front buffer: no thread ever waits for a refresh (a barrier costs a
-    whole scheduler time slice on a loaded machine).
-
-    Parameters
-    ----------
-    n_labels, n_factors : int
-        Shape of the label factor matrix.
-    rank_decay : float
-        lambda, in ranks (not as a fraction): P(rank r) is proportional to exp(-r / lambda).
-    num_threads : int
-        Threads used by ``refresh`` (across factors).
-    """
-
-    def __init__(self, int32_t n_labels, int32_t n_factors, double rank_decay, int num_threads=1):
-        if n_labels < 1 or n_factors < 1:
-            raise ValueError(f"need at least one label and one factor, got {n_labels}, {n_factors}")
-        if not (0 < rank_decay < float("inf")):
-            raise ValueError(f"rank_decay must be positive and finite, got {rank_decay}")
-        self.n_labels = n_labels
-        self.n_factors = n_factors
-        self.rank_decay = rank_decay
-        self.num_threads = max(1, num_threads)
-        # both buffers start as valid orders (the identity), which refresh sorts from
-        self._sorted_buffers = np.broadcast_to(
-            np.arange(n_labels, dtype=np.int32), (2, n_factors, n_labels)).copy()
-        self._sigma_buffers = np.zeros((2, n_factors), dtype=np.float64)
-        self._sorted = self._sorted_buffers
-        self._sigma = self._sigma_buffers
-        self._sigma32 = np.zeros((2, n_factors), dtype=np.float32)
-        self._keys = np.empty((n_factors, n_labels), dtype=np.uint32)
-        self._moments = np.empty((2, n_factors), dtype=np.float64)
-        self._key_scratch = np.empty((self.num_threads, n_labels + 3 * RADIX_SIZE), dtype=np.uint32)
-        self._order_scratch = np.empty((self.num_threads, n_labels), dtype=np.int32)
-        cdef int b
-        for b in range(2):
-            self.views[b].sorted_labels = &self._sorted[b, 0, 0]
-            self.views[b].sigma = &self._sigma[b, 0]
-            self.views[b].sigma32 = &self._sigma32[b, 0]
-            self.views[b].n_labels = n_labels
-            self.views[b].n_factors = n_factors
-            self.views[b].rank_decay = rank_decay
-            self.views[b].rank_norm = _rank_norm(n_labels, rank_decay)
-        self.front = 0
-        self.refreshing = 0
-        self.insertion_sorts = 0
-        self._radix_streak = np.zeros(n_factors, dtype=np.int32)
-
-    @property
-    def sorted_labels(self):
-        """(n_factors, n_labels) int32: per factor, the labels by value, largest first."""
-        return self._sorted_buffers[self.front]
-
-    @property
-    def sigma(self):
-        """(n_factors,) float64: the standard deviation (ddof 0) of each label factor column."""
-        return self._sigma_buffers[self.front]
-
-    def refresh(self, floating[:, ::1] item_factors):
-        """Re-sort every factor's labels and recompute sigma from ``item_factors``."""
-        if item_factors.shape[0] != self.n_labels or item_factors.shape[1] != self.n_factors:
-            raise ValueError(f"item_factors has shape ({item_factors.shape[0]}, "
-                             f"{item_factors.shape[1]}), expected ({self.n_labels}, "
-                             f"{self.n_factors})")
-        with nogil:
-            self._rebuild(&item_factors[0, 0], self.num_threads)
-
-    cdef void _rebuild(self, const floating* item_factors, int num_threads) noexcept nogil:
-        """Rebuild the back buffer from ``item_factors`` and publish it as the front."""
-        cdef int32_t n = self.n_labels, k = self.n_factors, f
-        cdef int back = 1 - self.front, tid
-        cdef double mean
-        cdef double* shift_sum = &self._moments[0, 0]
-        cdef double* shift_squares = &self._moments[1, 0]
-        # one row-major pass: keys[f, a] and the column sums (see _vector.h)
-        if floating is float:
-            vse_refresh_keys_f(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
-        else:
-            vse_refresh_keys_d(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
-        for f in range(k):
-            mean = shift_sum[f] / n
-            self._sigma[back, f] = sqrt(max(shift_squares[f] / n - mean * mean, 0.0))
-            self._sigma32[back, f] = <float> self._sigma[back, f]
-        if num_threads > 1:
-            with parallel(num_threads=num_threads):
-                tid = threadid()
-                for f in prange(k, schedule="dynamic"):
-                    self._sort_factor(f, back, tid)
-        else:
-            for f in range(k):
-                self._sort_factor(f, back, 0)
-        vse_atomic_store(&self.front, back)
-
-    cdef void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
-        """Factor f's labels by key into ``buffer``: insertion from the other buffer's order
-        (the previous refresh), or the radix sort when too much has changed."""
-        cdef int32_t n = self.n_labels
-        cdef uint32_t* keys = &self._key_scratch[scratch, 0]
-        cdef int64_t budget = <int64_t> n + INSERTION_BUDGET_BASE
-        if self._radix_streak[f] == 0:
-            if _insertion_argsort(&self._keys[f, 0], &self._sorted[1 - buffer, f, 0],
-                                  &self._sorted[buffer, f, 0], n, budget):
-                vse_atomic_add(&self.insertion_sorts, 1)
-                return
-        self._radix_streak[f] = (self._radix_streak[f] + 1) % INSERTION_RETRY_AFTER
-        _radix_argsort(&self._keys[f, 0], keys, &self._sorted[buffer, f, 0],
-                       &self._order_scratch[scratch, 0], keys + n, n)
-
-
 # ---------------------------------------------------------------------------------------------
-# The epoch's order: every pair once, uniformly shuffled
+# The adaptive sampler's state and refresh; the epoch's order of the pairs
 # ---------------------------------------------------------------------------------------------
 
-cdef enum:
-    SHUFFLE_PILE = 4096            # pairs per pile: 32 KiB of packed pairs, shuffled in L1/L2
-    MAX_PILES = 65536              # pile numbers are uint16
-    MAX_PILE_SIZE = 1 << 30        # pairs per pile on average: far below 2^32 (uint32 draws)
-
-
-cdef inline int32_t _image_of(const int64_t* indptr, int32_t n_images, int64_t pair) noexcept nogil:
-    """The image whose labels include stored pair number ``pair`` (binary search in indptr)."""
-    cdef int32_t low = 0, high = n_images, middle
-    while low < high:  # the largest i with indptr[i] <= pair
-        middle = low + (high - low + 1) // 2
-        if indptr[middle] <= pair:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-cdef class PairShuffler:
-    """A fresh, uniformly random order of a fixed list of (image, label) pairs, per call.
-
-    Rao-Sandelius shuffle: every pair goes to one of ``n_piles`` piles uniformly at random,
-    then each pile is Fisher-Yates shuffled, and the piles are read one after the other; the
-    result is a uniformly random permutation. Unlike one Fisher-Yates pass over the whole list
-    (NumPy's ``permutation``: a cache miss per pair, serial), both passes are cache-friendly
-    and split across threads: the shuffle of 1M pairs drops from ~70 ms to a few ms.
-
-    With one thread (and the same RNG states) the order is reproducible; with ``T`` threads it
-    is reproducible for the same ``T``. The buffers (18 bytes per pair) are allocated once and
-    reused: ``shuffle`` refills and returns the same two arrays every call.
-
-    Parameters
-    ----------
-    indptr : int64 array, indices : int32 array
-        The pairs, as a CSR matrix's row pointers and column indices: image ``i`` has the
-        labels ``indices[indptr[i]:indptr[i + 1]]``.
-    num_threads : int
-    pile_size : int
-        Pairs per pile on average (tests make it tiny to exercise many piles).
-    """
-
-    def __init__(self, const int64_t[::1] indptr, const int32_t[::1] indices,
-                 int num_threads=1, int64_t pile_size=SHUFFLE_PILE):
-        if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != indices.shape[0]:
-            raise ValueError("indptr must start at 0 and end at len(indices)")
-        if num_threads < 1 or not 1 <= pile_size <= MAX_PILE_SIZE:
-            raise ValueError(f"need num_threads >= 1 and 1 <= pile_size <= {MAX_PILE_SIZE}")
-        self.n_pairs = indices.shape[0]
-        if self.n_pairs // MAX_PILES >= MAX_PILE_SIZE:
-            raise ValueError(f"{self.n_pairs} pairs are more than the shuffle's piles can hold")
-        self.num_threads = num_threads
-        self.n_piles = <int32_t> max(1, min(MAX_PILES, self.n_pairs // pile_size
-                                               + (self.n_pairs % pile_size != 0)))
-        self._indptr = indptr
-        self._labels = indices
-        self._pile = np.empty(self.n_pairs, dtype=np.uint16)
-        self._packed = np.empty(self.n_pairs, dtype=np.uint64)
-        self._cursor = np.zeros((num_threads, self.n_piles), dtype=np.int64)
-        self._pile_start = np.zeros(self.n_piles + 1, dtype=np.int64)
-        self._users_array = np.empty(self.n_pairs, dtype=np.int32)
-        self._labels_array = np.empty(self.n_pairs, dtype=np.int32)
-        self._users_out = self._users_array
-        self._labels_out = self._labels_array
-
-    def shuffle(self, uint64_t[:, ::1] rng_states):
-        """(pair_images, pair_labels) in a new random order; advances ``rng_states``.
-
-        The work is split into ``num_threads`` fixed shares, each with its own RNG state,
-        whatever number of threads OpenMP actually starts (it may start fewer: a build without
-        OpenMP, ``OMP_THREAD_LIMIT``, nested parallelism), so every pair is always placed and
-        the order depends only on the states and ``num_threads``.
-        """
-        cdef int T = self.num_threads, t
-        cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, running = 0, count
-        cdef int32_t B = self.n_piles, b
-        cdef uint64_t[:, ::1] thread_rng
-        thread_rng = _thread_rng_copies(rng_states, T)
-        self._cursor[:, :] = 0
-        with nogil:
-            # 1. share t deals its pairs into piles at random, counting per pile
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._deal(t, t * chunk, min(n, t * chunk + chunk), &thread_rng[t, 0])
-            # 2. pile b holds share 0's pairs of b, then share 1's, ...
-            for b in range(B):
-                self._pile_start[b] = running
-                for t in range(T):
-                    count = self._cursor[t, b]
-                    self._cursor[t, b] = running
-                    running += count
-            self._pile_start[B] = running
-            # 3. share t moves its pairs into their piles
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._pack(t, t * chunk, min(n, t * chunk + chunk))
-            # 4. share t shuffles its piles and unpacks them into the two output arrays
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._shuffle_piles(<int32_t> ((<int64_t> t * B) // T),
-                                    <int32_t> ((<int64_t> (t + 1) * B) // T), &thread_rng[t, 0])
-        rng_states[:T, :4] = thread_rng[:, :4]
-        return self._users_array, self._labels_array
-
-    cdef void _deal(self, int t, int64_t start, int64_t stop, uint64_t* rng) noexcept nogil:
-        cdef int64_t j
-        cdef uint32_t b
-        for j in range(start, stop):
-            b = rng_below(rng, <uint32_t> self.n_piles)
-            self._pile[j] = <uint16_t> b
-            self._cursor[t, b] += 1
-
-    cdef void _pack(self, int t, int64_t start, int64_t stop) noexcept nogil:
-        """Pairs start..stop into their piles' slots, packed as (image << 32 | label)."""
-        cdef int64_t j
-        cdef int32_t image = _image_of(&self._indptr[0], self._indptr.shape[0] - 1, start)
-        cdef uint16_t b
-        for j in range(start, stop):
-            while self._indptr[image + 1] <= j:  # (skips images without labels)
-                image += 1
-            b = self._pile[j]
-            self._packed[self._cursor[t, b]] = (
-                (<uint64_t> <uint32_t> image) << 32 | <uint32_t> self._labels[j])
-            self._cursor[t, b] += 1
-
-    cdef void _shuffle_piles(self, int32_t first_pile, int32_t end_pile,
-                             uint64_t* rng) noexcept nogil:
-        """Fisher-Yates within each pile of first_pile..end_pile, then unpack it."""
-        cdef int32_t b
-        cdef int64_t first, last, i, j
-        cdef uint64_t swap
-        for b in range(first_pile, end_pile):
-            first = self._pile_start[b]
-            last = self._pile_start[b + 1]
-            for i in range(last - 1, first, -1):
-                j = first + <int64_t> rng_below(rng, <uint32_t> (i - first + 1))
-                swap = self._packed[i]
-                self._packed[i] = self._packed[j]
-                self._packed[j] = swap
-            for i in range(first, last):
-                self._users_out[i] = <int32_t> (self._packed[i] >> 32)
-                self._labels_out[i] = <int32_t> (self._packed[i] & 0xFFFFFFFFu)
+include "_refresh.pxi"
+include "_shuffle.pxi"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -884,99 +564,4 @@ def warp_rank_weights(int32_t n_labels):
 # Test-only wrappers (with the GIL; training never uses them)
 # ---------------------------------------------------------------------------------------------
 
-cdef inline Positives _as_positives(const int32_t[::1] labels):
-    cdef Positives positives
-    positives.labels = &labels[0] if labels.shape[0] > 0 else NULL
-    positives.count = labels.shape[0]
-    return positives
-
-
-def draw_ranks(int32_t n_labels, double rank_decay, Py_ssize_t size, uint64_t[:, ::1] rng_state):
-    """``size`` 1-based ranks from the truncated exp(-r / rank_decay) distribution on 1..n."""
-    if not (0 < rank_decay < float("inf")) or n_labels < 1:
-        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
-    out = np.empty(size, dtype=np.int64)
-    cdef int64_t[::1] ranks = out
-    cdef double norm = _rank_norm(n_labels, rank_decay)
-    cdef Py_ssize_t t
-    for t in range(size):
-        ranks[t] = _draw_rank(&rng_state[0, 0], n_labels, rank_decay, norm) + 1
-    return out
-
-
-def draw_factors(floating[::1] user, const double[::1] sigma, Py_ssize_t size,
-                 uint64_t[:, ::1] rng_state):
-    """``size`` factor draws with P(f) proportional to |user_f| * sigma_f (-1: all weights 0).
-
-    As in training, a float32 ``user`` is weighted with ``sigma`` rounded to float32.
-    """
-    if user.shape[0] != sigma.shape[0]:
-        raise ValueError("user and sigma must have the same length")
-    out = np.empty(size, dtype=np.int32)
-    cdef int32_t[::1] factors = out
-    cdef float[::1] sigma32 = np.asarray(sigma, dtype=np.float32)
-    cdef AdaptiveView view
-    view.sigma = &sigma[0]
-    view.sigma32 = &sigma32[0]
-    view.n_factors = user.shape[0]
-    cdef Py_ssize_t t
-    for t in range(size):
-        factors[t] = _draw_factor(&user[0], &view, &rng_state[0, 0])
-    return out
-
-
-def draw_negatives(floating[::1] user, AdaptiveSampler adaptive not None,
-                   const int32_t[::1] positives, int sampler, Py_ssize_t size,
-                   uint64_t[:, ::1] rng_state, bint verify=True):
-    """``size`` negatives for one image vector, as training draws them (-1: no negative).
-
-    ``adaptive`` must have been refreshed; for the uniform sampler only its n_labels is used.
-    Also returns the number of draws made (rejected positives included).
-    """
-    if sampler == ADAPTIVE and user.shape[0] != adaptive.n_factors:
-        raise ValueError("user vector length must equal the sampler's n_factors")
-    out = np.empty(size, dtype=np.int32)
-    cdef int32_t[::1] labels = out
-    cdef Positives pos = _as_positives(positives)
-    cdef int64_t draws = 0
-    cdef Py_ssize_t t
-    for t in range(size):
-        labels[t] = _sample_negative(&user[0], pos, sampler, adaptive.view(), adaptive.n_labels,
-                                     verify, &rng_state[0, 0], &draws, -1)
-    return out, draws
-
-
-def pair_update(floating[::1] user, floating[::1] pos, floating[::1] neg, int loss,
-                double learning_rate, double regularization, double margin,
-                double rank_weight=1.0):
-    """One training step on (user, positive, negative) in place; returns the scale used."""
-    cdef int32_t k = user.shape[0]
-    if pos.shape[0] != k or neg.shape[0] != k:
-        raise ValueError("vectors must have the same length")
-    cdef floating s_pos = _dot(&user[0], &pos[0], k)
-    cdef floating s_neg = _dot(&user[0], &neg[0], k)
-    cdef floating scale = _loss_scale(loss, s_pos, s_neg, <floating> margin, <floating> rank_weight)
-    if (scale != 0 or loss == BPR) and &pos[0] != &neg[0]:
-        _pair_step(&user[0], &pos[0], &neg[0], k, scale, <floating> learning_rate,
-                   <floating> regularization)
-    return float(scale)
-
-
-def draw_ranks_parallel(int32_t n_labels, double rank_decay, Py_ssize_t size_per_thread,
-                        uint64_t[:, ::1] rng_states, int num_threads):
-    """Rank draws made inside an OpenMP team, each thread from its own RNG state.
-
-    Returns a (num_threads, size_per_thread) array: row t holds thread t's 1-based ranks.
-    """
-    if not (0 < rank_decay < float("inf")) or n_labels < 1:
-        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
-    out = np.zeros((num_threads, size_per_thread), dtype=np.int64)
-    cdef int64_t[:, ::1] ranks = out
-    cdef double norm = _rank_norm(n_labels, rank_decay)
-    cdef int t
-    cdef Py_ssize_t i
-    with nogil, parallel(num_threads=num_threads):
-        for t in prange(num_threads, schedule="static", chunksize=1):
-            for i in range(size_per_thread):
-                ranks[t, i] = _draw_rank(&rng_states[t, 0], n_labels, rank_decay, norm) + 1
-    return out
+include "_testing.pxi"
