@@ -91,7 +91,7 @@ cdef class AdaptiveSampler:
     The state is double-buffered. During an epoch the thread whose pairs cross the next refresh
     point rebuilds the back buffer on its own and then publishes it, while the other threads
     keep drawing from the front buffer: no thread ever waits for a refresh (a barrier costs a
-    whole scheduler time slice on a loaded machine).
+    whole scheduler time slice on a loaded machine; see ``_refresh_when_due`` in _sampler.pyx).
 
     Parameters
     ----------

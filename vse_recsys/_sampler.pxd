@@ -85,6 +85,33 @@ cdef struct Positives:
     int64_t count
 
 
+# How an epoch trains, fixed for the whole call: what choosing a negative and taking a step need
+# besides the vectors. The float settings are cast to the factors' type where they are used.
+cdef struct EpochSettings:
+    int loss                        # HINGE, WARP or BPR
+    int sampler                     # UNIFORM or ADAPTIVE
+    int32_t n_labels
+    int32_t n_factors
+    double learning_rate
+    double regularization
+    double margin
+    int max_sampled                 # WARP: most draws per pair before giving up on it
+    int candidates                  # hinge, BPR: negatives drawn per pair, the best one trains
+    bint verify                     # redraw a sampled label that is a positive of the image
+    bint update_labels              # False: only image vectors move (fold-in)
+    const double* warp_weights      # WARP: step weight per estimated rank (n_labels entries)
+
+
+# When the adaptive sampler is refreshed during an epoch; shared by all threads, so only ever
+# reached through a pointer (the counters through the atomics below).
+cdef struct RefreshSchedule:
+    long long pairs_done            # pairs trained so far (atomic add)
+    long long next_refresh          # pairs_done at which the next refresh is due (atomic read)
+    long long interval              # refresh_interval
+    long long refreshes             # refreshes done, the one at the start included
+    double seconds                  # time spent refreshing
+
+
 # -- the C helpers: vector math (_vector.h), builtins and build flags (_platform.h) --------------
 
 cdef extern from "_vector.h" nogil:

@@ -41,7 +41,7 @@ cdef enum:
 
 
 # ---------------------------------------------------------------------------------------------
-# Random numbers: xoshiro256++ (Blackman & Vigna), one state per thread (inline in the .pxd)
+# Per-thread state: RNG states (the generator itself is in _sampler.pxd), cache-aligned rows
 # ---------------------------------------------------------------------------------------------
 
 cdef uint32_t _rng_below_rejecting(uint64_t* s, uint32_t n, uint64_t m) noexcept nogil:
@@ -125,8 +125,17 @@ cdef inline int32_t _nth_negative(Positives positives, int32_t n) noexcept nogil
     return n
 
 
+cdef inline Positives _positives_of(const int64_t* indptr, const int32_t* indices,
+                                    int32_t image) noexcept nogil:
+    """The positives of row ``image`` of a CSR matrix."""
+    cdef Positives positives
+    positives.labels = indices + indptr[image]
+    positives.count = indptr[image + 1] - indptr[image]
+    return positives
+
+
 # ---------------------------------------------------------------------------------------------
-# Adaptive sampler: rank draw, factor draw, label lookup
+# Choosing a negative: uniform and adaptive draws, WARP's search, the best of c candidates
 # ---------------------------------------------------------------------------------------------
 
 cdef inline double _rank_norm(int32_t n_labels, double rank_decay) noexcept nogil:
@@ -218,24 +227,26 @@ cdef inline int32_t _sample_negative(const floating* user, Positives positives, 
 
 
 cdef inline int32_t _best_candidate(const floating* user, const floating* item_factors,
-                                   int32_t n_factors, int32_t positive, Positives positives,
-                                   int sampler, const AdaptiveView* view, int32_t n_labels,
-                                   bint verify, uint64_t* rng, int64_t* draws, int more,
-                                   int32_t negative, floating* negative_score) noexcept nogil:
-    """Draw ``more`` further negatives; return the highest-scoring of them and ``negative``
-    (whose score is ``negative_score[0]``, updated to the winner's).
+                                    int32_t positive, Positives positives,
+                                    const EpochSettings* settings, const AdaptiveView* view,
+                                    uint64_t* rng, int64_t* draws, int32_t negative,
+                                    floating* negative_score) noexcept nogil:
+    """Draw ``candidates - 1`` further negatives; return the highest-scoring of them and
+    ``negative`` (whose score is ``negative_score[0]``, updated to the winner's).
 
     An extra draw that is a positive of the image is skipped even without verification: a
     positive usually outscores every negative, so keeping the best of c unverified draws would
     train on a positive far more often than one unverified draw does."""
-    cdef int32_t other
+    cdef int32_t other, k = settings.n_factors
     cdef floating score
     cdef int draw
-    for draw in range(more):
-        other = _sample_negative(user, positives, sampler, view, n_labels, verify, rng, draws, -1)
-        if other < 0 or other == positive or (not verify and _is_positive(positives, other)):
+    for draw in range(settings.candidates - 1):
+        other = _sample_negative(user, positives, settings.sampler, view, settings.n_labels,
+                                 settings.verify, rng, draws, -1)
+        if other < 0 or other == positive or (not settings.verify
+                                              and _is_positive(positives, other)):
             continue
-        score = _dot(user, item_factors + <int64_t> other * n_factors, n_factors)
+        score = _dot(user, item_factors + <int64_t> other * k, k)
         if score > negative_score[0]:
             negative = other
             negative_score[0] = score
@@ -264,8 +275,46 @@ cdef inline int32_t _warp_search(const floating* user, floating positive_score,
     return -1
 
 
+cdef inline int32_t _choose_negative(const floating* user, int32_t positive,
+                                     floating positive_score, Positives positives,
+                                     const floating* item_factors, const EpochSettings* settings,
+                                     const AdaptiveView* view, uint64_t* rng, int32_t candidate,
+                                     int64_t* draws, floating* negative_score,
+                                     floating* rank_weight) noexcept nogil:
+    """The negative to train (``user``, ``positive``) against, or -1: none (the pair is skipped).
+
+    ``user`` is any image vector, ``positives`` the labels that are not negatives for it and
+    ``positive_score`` its score for ``positive``. WARP searches uniform draws for a violator
+    and sets ``rank_weight`` from the number of negatives it tried (else it is 1); the samplers
+    draw one negative, starting from ``candidate`` (a first draw made ahead by the caller, -1:
+    none), and with ``candidates`` > 1 keep the best-scoring of that many. Sets
+    ``negative_score`` to the chosen negative's score and adds every draw made to ``draws``.
+    """
+    cdef int32_t negative, k = settings.n_factors
+    cdef int64_t pair_draws = 0, tried = 0
+    rank_weight[0] = 1
+    if settings.loss == WARP:
+        negative = _warp_search(user, positive_score, item_factors, k, positives,
+                                settings.n_labels, <floating> settings.margin,
+                                settings.max_sampled, settings.verify, rng, &pair_draws, &tried)
+        if negative >= 0:
+            rank_weight[0] = <floating> settings.warp_weights[
+                max(<int32_t> ((settings.n_labels - 1) / tried), 1)]
+    else:
+        negative = _sample_negative(user, positives, settings.sampler, view, settings.n_labels,
+                                    settings.verify, rng, &pair_draws, candidate)
+    draws[0] += pair_draws
+    if negative < 0 or negative == positive:  # (== only without verification)
+        return -1
+    negative_score[0] = _dot(user, item_factors + <int64_t> negative * k, k)
+    if settings.candidates > 1:
+        negative = _best_candidate(user, item_factors, positive, positives, settings, view, rng,
+                                   draws, negative, negative_score)
+    return negative
+
+
 # ---------------------------------------------------------------------------------------------
-# The pair update shared by the three losses
+# The loss step shared by the three losses
 # ---------------------------------------------------------------------------------------------
 
 cdef inline void _pair_step(floating* user, floating* pos, floating* neg, int32_t n_factors,
@@ -288,17 +337,49 @@ cdef inline void _user_step(floating* user, const floating* pos, const floating*
         vse_step_user_d(user, pos, neg, n_factors, scale, learning_rate, regularization)
 
 
+cdef inline floating _violation(floating margin, floating positive_score,
+                                floating negative_score) noexcept nogil:
+    """How far the negative's score reaches into the margin: > 0 is a violation."""
+    return margin - positive_score + negative_score
+
+
 cdef inline floating _loss_scale(int loss, floating positive_score, floating negative_score,
                                  floating margin, floating rank_weight) noexcept nogil:
     """Step size multiplier for one (positive, negative) pair; 0 means no update."""
-    cdef floating violation = margin - positive_score + negative_score
     if loss == BPR:  # d/dz of -ln sigmoid(z) at z = s_p - s_n, i.e. 1 - sigmoid(z)
         return 1 / (1 + exp(positive_score - negative_score))
-    if violation <= 0:
+    if _violation(margin, positive_score, negative_score) <= 0:
         return 0
     if loss == WARP:
         return rank_weight
     return 1
+
+
+cdef inline bint _takes_step(int loss, floating scale) noexcept nogil:
+    # BPR's gradient is never exactly 0, so its step (and weight decay) always applies, even
+    # when the sigmoid underflows in float32
+    return scale != 0 or loss == BPR
+
+
+cdef inline bint _loss_step(floating* user, floating* pos, floating* neg,
+                            floating positive_score, floating negative_score,
+                            floating rank_weight, const EpochSettings* settings) noexcept nogil:
+    """One SGD step on (``user``, ``pos``, ``neg``) scaled by the loss; False if there is none.
+
+    The scores are the ones the negative was chosen with. Without ``update_labels`` only
+    ``user`` moves.
+    """
+    cdef floating scale = _loss_scale(settings.loss, positive_score, negative_score,
+                                      <floating> settings.margin, rank_weight)
+    if not _takes_step(settings.loss, scale):
+        return False
+    if settings.update_labels:
+        _pair_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
+                   <floating> settings.regularization)
+    else:
+        _user_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
+                   <floating> settings.regularization)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +419,7 @@ cdef enum:
     SIGNAL_CHECK_CHUNKS = 128      # the main thread checks for Ctrl-C every 128 of its chunks
     COUNTER_STRIDE = 8             # int64 counters per thread: one cache line each
 
+# A thread's counters, one row of COUNTER_STRIDE
 cdef enum:
     SKIPPED = 0
     VIOLATIONS = 1
@@ -345,6 +427,124 @@ cdef enum:
     DRAWS = 3
     SEEN = 4
     CHUNKS = 5
+
+
+# A thread's draw-ahead pipeline within a chunk. The first candidate negatives are drawn ahead,
+# so that their cache misses overlap the arithmetic of the pairs before them.
+cdef struct DrawAhead:
+    int32_t pending                # the next pair's first candidate (-1: none)
+    const int32_t* slot            # adaptive: the slot of the sorted lists chosen for the pair
+                                   # after it, its label not yet read (NULL: none)
+
+
+cdef inline int32_t _draw_ahead(DrawAhead* ahead, const floating* next_user,
+                                const floating* later_user, const floating* item_factors,
+                                const EpochSettings* settings, const AdaptiveView* view,
+                                uint64_t* rng) noexcept nogil:
+    """This pair's first candidate negative (drawn a pair ago; -1: none), and the draws ahead.
+
+    The next pair's candidate is read now (from the slot chosen a pair ago; uniform: drawn now)
+    and its row fetched; for the adaptive sampler, the slot of the pair after it is chosen and
+    fetched. ``next_user`` and ``later_user`` are those two pairs' image vectors (NULL: the
+    chunk ends first). WARP makes its own draws and takes no candidate.
+    """
+    cdef int32_t candidate = ahead.pending
+    ahead.pending = -1
+    if settings.loss == WARP or next_user == NULL:
+        return candidate
+    if ahead.slot != NULL:
+        ahead.pending = ahead.slot[0]
+    else:
+        ahead.pending = _draw_label(next_user, settings.sampler, view, settings.n_labels, rng)
+    vse_prefetch(item_factors + <int64_t> ahead.pending * settings.n_factors,
+                 settings.n_factors * sizeof(floating))
+    ahead.slot = NULL
+    if settings.sampler == ADAPTIVE and later_user != NULL:
+        ahead.slot = _adaptive_slot(later_user, view, rng)
+        if ahead.slot != NULL:
+            vse_prefetch_read(ahead.slot, 4)
+    return candidate
+
+
+cdef int _train_chunk(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
+                      const int64_t[::1] indptr, const int32_t[::1] indices,
+                      const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
+                      int64_t start, int64_t stop, EpochSettings settings,
+                      const AdaptiveView* view, uint64_t* rng, int64_t* counts) except -1 nogil:
+    """Train the pairs start..stop - 1 in order on one thread, adding to its ``counts``.
+
+    This is where the caller's pair arrays are indexed: in the bounds-checked build an image or
+    label out of range raises IndexError here, and ``except -1`` carries it to train_epoch (a
+    ``noexcept`` function could only print it). The helpers it calls get plain pointers.
+
+    ``settings`` comes by value: the compiler keeps this thread's copy in registers, where it
+    would reload the fields behind a shared pointer after every call into libm.
+    """
+    cdef int64_t j, n_pairs = pair_users.shape[0]
+    cdef int32_t image, negative, candidate
+    cdef long row_bytes = settings.n_factors * sizeof(floating)
+    cdef const floating* labels = &item_factors[0, 0]
+    cdef floating* user
+    cdef floating* positive
+    cdef floating positive_score, negative_score, rank_weight
+    cdef Positives positives
+    cdef DrawAhead ahead
+    ahead.pending = -1
+    ahead.slot = NULL
+    for j in range(start, stop):
+        if j + PREFETCH_AHEAD < n_pairs:
+            image = pair_users[j + PREFETCH_AHEAD]
+            vse_prefetch(&user_factors[image, 0], row_bytes)
+            vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
+            vse_prefetch_read(&indptr[image], 16)
+        if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
+            vse_prefetch_read(&indices[0] + indptr[pair_users[j + 1]], 64)
+        image = pair_users[j]
+        user = &user_factors[image, 0]
+        positive = &item_factors[pair_labels[j], 0]
+        positives = _positives_of(&indptr[0], &indices[0], image)
+        candidate = _draw_ahead(&ahead,
+                                &user_factors[pair_users[j + 1], 0] if j + 1 < stop else NULL,
+                                &user_factors[pair_users[j + 2], 0] if j + 2 < stop else NULL,
+                                labels, &settings, view, rng)
+        positive_score = _dot(user, positive, settings.n_factors)
+        negative = _choose_negative(user, pair_labels[j], positive_score, positives, labels,
+                                    &settings, view, rng, candidate, &counts[DRAWS],
+                                    &negative_score, &rank_weight)
+        if negative < 0:
+            counts[SKIPPED] += 1
+            continue
+        counts[VIOLATIONS] += _violation(<floating> settings.margin, positive_score,
+                                         negative_score) > 0
+        counts[UPDATES] += _loss_step(user, positive, &item_factors[negative, 0], positive_score,
+                                      negative_score, rank_weight, &settings)
+    return 0
+
+
+cdef inline void _timed_refresh(AdaptiveSampler adaptive, const floating* item_factors,
+                                int num_threads, RefreshSchedule* schedule) noexcept nogil:
+    """Refresh the sampler from ``item_factors`` (publishing it), timed and counted."""
+    cdef double started = openmp.omp_get_wtime()
+    adaptive._rebuild(item_factors, num_threads)
+    schedule.seconds += openmp.omp_get_wtime() - started
+    schedule.refreshes += 1
+
+
+cdef inline void _refresh_when_due(AdaptiveSampler adaptive, const floating* item_factors,
+                                   int64_t pairs, RefreshSchedule* schedule) noexcept nogil:
+    """Count ``pairs`` more trained pairs; refresh the sampler if that crosses the next point.
+
+    The lock-free hand-off: the thread that crosses the point rebuilds the back buffer on its
+    own and publishes it, while the other threads keep drawing from the front buffer; a thread
+    that finds a refresh running goes on training.
+    """
+    cdef long long done = vse_atomic_add(&schedule.pairs_done, pairs)
+    if done < vse_atomic_load_ll(&schedule.next_refresh) or not vse_try_lock(&adaptive.refreshing):
+        return
+    if done >= schedule.next_refresh:  # re-check: another thread may have just refreshed
+        _timed_refresh(adaptive, item_factors, 1, schedule)
+        schedule.next_refresh = done + schedule.interval
+    vse_atomic_store(&adaptive.refreshing, 0)
 
 
 def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
@@ -378,29 +578,18 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef int32_t n_labels = item_factors.shape[0], k = item_factors.shape[1]
     cdef int64_t n_pairs = pair_users.shape[0]
     cdef int64_t n_chunks = (n_pairs + CHUNK - 1) // CHUNK
-    cdef int64_t chunk, j, pair_draws, tried, done
-    cdef double started
-    # shared between threads, so only ever touched through pointers (an assignment inside prange
-    # would make Cython give each thread a private copy)
-    cdef long long[::1] progress = np.array([0, refresh_interval, 0], dtype=np.longlong)
-    cdef long long* pairs_done = &progress[0]
-    cdef long long* next_refresh = &progress[1]
-    cdef long long* refreshes = &progress[2]
-    cdef double[::1] refresh_clock = np.zeros(1)
-    cdef double* refresh_seconds = &refresh_clock[0]
-    cdef floating lr = learning_rate, reg = regularization, m = margin
-    cdef floating positive_score, negative_score, scale, weight
-    cdef floating* user
-    cdef int32_t image, positive, negative, rank, ahead, candidate, pending
-    cdef int64_t stop
-    cdef const int32_t* slot
-    cdef long row_bytes = k * sizeof(floating)
-    cdef Positives positives
+    cdef int64_t chunk, start, stop
+    cdef bint adaptive_sampling = sampler == ADAPTIVE
+    # shared between threads: the settings are only read; the schedule and the Ctrl-C flag are
+    # only ever touched through pointers (an assignment inside prange would make Cython give
+    # each thread a private copy)
+    cdef EpochSettings settings
+    cdef RefreshSchedule schedule
+    cdef int interrupted = 0
+    # each thread's own
+    cdef int tid
     cdef uint64_t* rng
     cdef int64_t* counts
-    cdef const AdaptiveView* view = NULL
-    cdef int tid, interrupted = 0
-    cdef bint adaptive_sampling = sampler == ADAPTIVE
     # every thread's counters and RNG state on its own cache lines (copied back at the end)
     cdef int64_t[:, ::1] counters = _cache_aligned_rows(max(1, num_threads), COUNTER_STRIDE,
                                                         np.int64)
@@ -431,110 +620,35 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     if candidates < 1 or (candidates > 1 and loss == WARP):
         raise ValueError(f"candidates must be >= 1, and 1 for WARP (got {candidates})")
     thread_rng = _thread_rng_copies(rng_states, num_threads)
+    settings = EpochSettings(
+        loss=loss, sampler=sampler, n_labels=n_labels, n_factors=k,
+        learning_rate=learning_rate, regularization=regularization, margin=margin,
+        max_sampled=max_sampled, candidates=candidates, verify=verify_negative_samples,
+        update_labels=update_labels, warp_weights=&warp_weights[0])
+    schedule = RefreshSchedule(pairs_done=0, next_refresh=refresh_interval,
+                               interval=refresh_interval, refreshes=0, seconds=0)
 
-    with nogil:
-        if adaptive_sampling:
-            started = openmp.omp_get_wtime()
-            adaptive._rebuild(&item_factors[0, 0], num_threads)
-            refresh_seconds[0] += openmp.omp_get_wtime() - started
-            refreshes[0] += 1
-        with parallel(num_threads=num_threads):
-            tid = threadid()
-            rng = &thread_rng[tid, 0]
-            counts = &counters[tid, 0]
-            counts[SEEN] = 1
-            for chunk in prange(n_chunks, schedule="dynamic"):
-                if vse_atomic_load(&interrupted):
-                    continue
-                if adaptive_sampling:
-                    view = adaptive.view()
-                pending = -1
-                slot = NULL
-                stop = min(chunk * CHUNK + CHUNK, n_pairs)
-                for j in range(chunk * CHUNK, stop):
-                    if j + PREFETCH_AHEAD < n_pairs:
-                        ahead = pair_users[j + PREFETCH_AHEAD]
-                        vse_prefetch(&user_factors[ahead, 0], row_bytes)
-                        vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
-                        vse_prefetch_read(&indptr[ahead], 16)
-                    if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
-                        vse_prefetch_read(&indices[0] + indptr[pair_users[j + 1]], 64)
-                    image = pair_users[j]
-                    positive = pair_labels[j]
-                    user = &user_factors[image, 0]
-                    positives.labels = &indices[0] + indptr[image]
-                    positives.count = indptr[image + 1] - indptr[image]
-                    # The first candidate negatives are drawn ahead, so that their cache misses
-                    # overlap this pair's arithmetic: pair j + 1's label is read now (from the
-                    # slot of the sorted lists chosen one pair ago) and its row fetched; for the
-                    # adaptive sampler, pair j + 2's slot is chosen and fetched.
-                    candidate = pending
-                    pending = -1
-                    if loss != WARP and j + 1 < stop:
-                        if adaptive_sampling and slot != NULL:
-                            pending = slot[0]
-                        else:
-                            pending = _draw_label(&user_factors[pair_users[j + 1], 0], sampler,
-                                                  view, n_labels, rng)
-                        vse_prefetch(&item_factors[pending, 0], row_bytes)
-                        slot = NULL
-                        if adaptive_sampling and j + 2 < stop:
-                            slot = _adaptive_slot(&user_factors[pair_users[j + 2], 0], view, rng)
-                            if slot != NULL:
-                                vse_prefetch_read(slot, 4)
-                    positive_score = _dot(user, &item_factors[positive, 0], k)
-                    pair_draws = 0
-                    tried = 0  # assigned here so that each thread has its own copy
-                    weight = 1
-                    if loss == WARP:
-                        negative = _warp_search(user, positive_score, &item_factors[0, 0], k,
-                                                positives, n_labels, m, max_sampled,
-                                                verify_negative_samples, rng, &pair_draws, &tried)
-                        if negative >= 0:
-                            rank = <int32_t> ((n_labels - 1) / tried)
-                            weight = <floating> warp_weights[max(rank, 1)]
-                    else:
-                        negative = _sample_negative(user, positives, sampler, view, n_labels,
-                                                    verify_negative_samples, rng, &pair_draws,
-                                                    candidate)
-                    counts[DRAWS] += pair_draws
-                    if negative < 0 or negative == positive:  # (== only without verification)
-                        counts[SKIPPED] += 1
-                        continue
-                    negative_score = _dot(user, &item_factors[negative, 0], k)
-                    if candidates > 1:
-                        negative = _best_candidate(user, &item_factors[0, 0], k, positive,
-                                                   positives, sampler, view, n_labels,
-                                                   verify_negative_samples, rng,
-                                                   &counts[DRAWS], candidates - 1, negative,
-                                                   &negative_score)
-                    if m - positive_score + negative_score > 0:
-                        counts[VIOLATIONS] += 1
-                    scale = _loss_scale(loss, positive_score, negative_score, m, weight)
-                    # BPR's gradient is never exactly 0, so its step (and weight decay) always
-                    # applies, even when the sigmoid underflows in float32
-                    if scale != 0 or loss == BPR:
-                        counts[UPDATES] += 1
-                        if update_labels:
-                            _pair_step(user, &item_factors[positive, 0],
-                                       &item_factors[negative, 0], k, scale, lr, reg)
-                        else:
-                            _user_step(user, &item_factors[positive, 0],
-                                       &item_factors[negative, 0], k, scale, lr, reg)
-
-                if adaptive_sampling and update_labels:
-                    done = vse_atomic_add(pairs_done, min(CHUNK, n_pairs - chunk * CHUNK))
-                    if done >= vse_atomic_load_ll(next_refresh) and vse_try_lock(&adaptive.refreshing):
-                        if done >= next_refresh[0]:  # re-check: another thread may have just refreshed
-                            started = openmp.omp_get_wtime()
-                            adaptive._rebuild(&item_factors[0, 0], 1)
-                            refresh_seconds[0] += openmp.omp_get_wtime() - started
-                            refreshes[0] += 1
-                            next_refresh[0] = done + refresh_interval
-                        vse_atomic_store(&adaptive.refreshing, 0)
-                counts[CHUNKS] += 1
-                if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
-                    vse_atomic_store(&interrupted, 1)
+    if adaptive_sampling:
+        with nogil:
+            _timed_refresh(adaptive, &item_factors[0, 0], num_threads, &schedule)
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        rng = &thread_rng[tid, 0]
+        counts = &counters[tid, 0]
+        counts[SEEN] = 1
+        for chunk in prange(n_chunks, schedule="dynamic"):
+            if vse_atomic_load(&interrupted):
+                continue
+            start = chunk * CHUNK
+            stop = min(start + CHUNK, n_pairs)
+            _train_chunk(user_factors, item_factors, indptr, indices, pair_users, pair_labels,
+                         start, stop, settings, adaptive.view() if adaptive_sampling else NULL,
+                         rng, counts)
+            if adaptive_sampling and update_labels:
+                _refresh_when_due(adaptive, &item_factors[0, 0], stop - start, &schedule)
+            counts[CHUNKS] += 1
+            if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
+                vse_atomic_store(&interrupted, 1)
     rng_states[:num_threads, :4] = thread_rng[:, :4]
     if interrupted:
         _raise_pending()
@@ -546,8 +660,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         "violations": int(totals[VIOLATIONS]),
         "updates": int(totals[UPDATES]),
         "draws": int(totals[DRAWS]),
-        "refreshes": int(progress[2]),
-        "refresh_seconds": float(refresh_clock[0]),
+        "refreshes": int(schedule.refreshes),
+        "refresh_seconds": float(schedule.seconds),
         "threads_used": int(np.count_nonzero(np.asarray(counters)[:, SEEN])),
         "chunks_per_thread": np.asarray(counters)[:, CHUNKS].tolist(),
     }
@@ -558,6 +672,7 @@ def warp_rank_weights(int32_t n_labels):
     weights = np.zeros(max(n_labels, 2), dtype=np.float64)
     weights[1:] = np.cumsum(1.0 / np.arange(1, weights.shape[0]))
     return weights
+
 
 
 # ---------------------------------------------------------------------------------------------

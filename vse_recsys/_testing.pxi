@@ -73,7 +73,7 @@ def pair_update(floating[::1] user, floating[::1] pos, floating[::1] neg, int lo
     cdef floating s_pos = _dot(&user[0], &pos[0], k)
     cdef floating s_neg = _dot(&user[0], &neg[0], k)
     cdef floating scale = _loss_scale(loss, s_pos, s_neg, <floating> margin, <floating> rank_weight)
-    if (scale != 0 or loss == BPR) and &pos[0] != &neg[0]:
+    if _takes_step(loss, scale) and &pos[0] != &neg[0]:
         _pair_step(&user[0], &pos[0], &neg[0], k, scale, <floating> learning_rate,
                    <floating> regularization)
     return float(scale)
