@@ -549,14 +549,18 @@ cdef inline void _refresh_when_due(AdaptiveSampler adaptive, const floating* ite
 
 def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 const int64_t[::1] indptr, const int32_t[::1] indices,
-                const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
-                int loss, int sampler, AdaptiveSampler adaptive,
+                const int32_t[::1] pair_users, const int32_t[::1] pair_labels, *,
+                int loss, int sampler, AdaptiveSampler adaptive=None,
                 double learning_rate, double regularization, double margin,
                 int max_sampled, bint verify_negative_samples,
                 const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
                 int64_t refresh_interval, int num_threads, bint update_labels=True,
                 int candidates=1):
     """Train on every (image, label) pair given, in the order given; Hogwild across threads.
+
+    The data (the factors, the CSR ``indptr`` / ``indices`` of every image's positives and the
+    pairs) is positional; everything else is keyword-only. ``adaptive`` is the sampler state
+    for ``sampler=ADAPTIVE`` (unused otherwise).
 
     With ``candidates`` > 1 (hinge and BPR), each pair draws that many negatives from its
     sampler and trains on the one the model scores highest (one more dot product each).
