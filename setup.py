@@ -14,6 +14,7 @@ Environment switches (read at build time):
     Build without OpenMP (the kernels then run on one thread).
 """
 
+import glob
 import os
 import sys
 
@@ -41,10 +42,16 @@ compile_args, link_args = _openmp_flags()
 if sys.platform != "win32":
     compile_args += ["-O3"]
 
+# One extension module: _sampler.pyx includes the .pxi files and, with _sampler.pxd, the C
+# headers; listing them as depends rebuilds the module when one of them changes.
+KERNEL_PARTS = sorted(glob.glob("vse_recsys/_*.pxi") + glob.glob("vse_recsys/_*.h")
+                      + ["vse_recsys/_sampler.pxd"])
+
 extensions = [
     Extension(
         "vse_recsys._sampler",
         ["vse_recsys/_sampler.pyx"],
+        depends=KERNEL_PARTS,
         include_dirs=[np.get_include(), "vse_recsys"],
         define_macros=[
             ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

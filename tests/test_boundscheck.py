@@ -34,9 +34,11 @@ def _epoch(pair_users, pair_labels, n_images=4, n_labels=5, sampler="uniform", t
     return _sampler.train_epoch(
         user_factors, item_factors, indptr, indices,
         np.asarray(pair_users, dtype=np.int32), np.asarray(pair_labels, dtype=np.int32),
-        LOSSES["hinge"], SAMPLERS[sampler], adaptive, 0.05, 0.01, 1.0, 10, True,
-        _sampler.warp_rank_weights(n_labels), _sampler.make_rng_states(generator, threads),
-        100, threads,
+        loss=LOSSES["hinge"], sampler=SAMPLERS[sampler], adaptive=adaptive, learning_rate=0.05,
+        regularization=0.01, margin=1.0, max_sampled=10, verify_negative_samples=True,
+        warp_weights=_sampler.warp_rank_weights(n_labels),
+        rng_states=_sampler.make_rng_states(generator, threads), refresh_interval=100,
+        num_threads=threads,
     )
 
 

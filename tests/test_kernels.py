@@ -160,15 +160,18 @@ def test_train_epoch_refuses_more_threads_than_the_sampler_has_scratch_for():
     sampler statistics suite)."""
     users, items, indptr, indices, pair_users, pair_labels = _epoch_inputs()
     adaptive = _sampler.AdaptiveSampler(items.shape[0], items.shape[1], 3.0, num_threads=1)
-    args = (users, items, indptr, indices, pair_users, pair_labels, _sampler.Loss.HINGE,
-            _sampler.Sampler.ADAPTIVE, adaptive, 0.05, 0.01, 1.0, 10, True,
-            _sampler.warp_rank_weights(items.shape[0]),
-            _sampler.make_rng_states(np.random.default_rng(0), 2), 50)
+    args = (users, items, indptr, indices, pair_users, pair_labels)
+    settings = dict(loss=_sampler.Loss.HINGE, sampler=_sampler.Sampler.ADAPTIVE,
+                    adaptive=adaptive, learning_rate=0.05, regularization=0.01, margin=1.0,
+                    max_sampled=10, verify_negative_samples=True,
+                    warp_weights=_sampler.warp_rank_weights(items.shape[0]),
+                    rng_states=_sampler.make_rng_states(np.random.default_rng(0), 2),
+                    refresh_interval=50)
     with pytest.raises(ValueError, match="built for 1 threads"):
-        _sampler.train_epoch(*args, 2)
+        _sampler.train_epoch(*args, **settings, num_threads=2)
     with pytest.raises(ValueError, match="num_threads must be >= 1"):
-        _sampler.train_epoch(*args, 0)
-    stats = _sampler.train_epoch(*args, 1)
+        _sampler.train_epoch(*args, **settings, num_threads=0)
+    stats = _sampler.train_epoch(*args, **settings, num_threads=1)
     assert stats["pairs"] == len(pair_labels) and stats["threads_used"] == 1
 
 
@@ -179,8 +182,11 @@ def test_train_epoch_writes_the_advanced_rng_state_back():
     states = _sampler.make_rng_states(np.random.default_rng(0), 2)
     before = states.copy()
     _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
-                         _sampler.Loss.BPR, _sampler.Sampler.UNIFORM, None, 0.05, 0.01, 1.0, 10,
-                         True, _sampler.warp_rank_weights(items.shape[0]), states, 50, 2)
+                         loss=_sampler.Loss.BPR, sampler=_sampler.Sampler.UNIFORM, adaptive=None,
+                         learning_rate=0.05, regularization=0.01, margin=1.0, max_sampled=10,
+                         verify_negative_samples=True,
+                         warp_weights=_sampler.warp_rank_weights(items.shape[0]),
+                         rng_states=states, refresh_interval=50, num_threads=2)
     assert not np.array_equal(states[:, :4], before[:, :4])
     np.testing.assert_array_equal(states[:, 4:], before[:, 4:])  # padding untouched
 
@@ -216,9 +222,12 @@ def test_training_draws_harder_negatives_with_the_adaptive_sampler():
         adaptive = _sampler.AdaptiveSampler(data.shape[1], 16, 0.3 * data.shape[1], 1)
         stats = _sampler.train_epoch(
             model.user_factors.copy(), model.item_factors.copy(), indptr, data.indices,
-            pair_users, data.indices, _sampler.Loss.HINGE, sampler, adaptive, 1e-12, 0.0, 0.0,
-            10, True, _sampler.warp_rank_weights(data.shape[1]),
-            _sampler.make_rng_states(np.random.default_rng(0), 1), 10**9, 1)
+            pair_users, data.indices, loss=_sampler.Loss.HINGE, sampler=sampler,
+            adaptive=adaptive, learning_rate=1e-12, regularization=0.0, margin=0.0,
+            max_sampled=10, verify_negative_samples=True,
+            warp_weights=_sampler.warp_rank_weights(data.shape[1]),
+            rng_states=_sampler.make_rng_states(np.random.default_rng(0), 1),
+            refresh_interval=10**9, num_threads=1)
         rates[sampler] = stats["violations"] / stats["pairs"]
     assert rates[_sampler.Sampler.ADAPTIVE] > 1.25 * rates[_sampler.Sampler.UNIFORM], rates
 
@@ -250,9 +259,11 @@ def test_each_pair_trains_on_the_highest_scoring_of_its_candidates(candidates):
     indices = np.zeros(n_images, dtype=np.int32)
     stats_ = _sampler.train_epoch(
         users, items, indptr, indices, np.arange(n_images, dtype=np.int32), indices,
-        _sampler.Loss.HINGE, _sampler.Sampler.UNIFORM, None, lr, 0.0, 1e6, 10, True,
-        _sampler.warp_rank_weights(m + 1), _sampler.make_rng_states(np.random.default_rng(0), 1),
-        10**9, 1, candidates=candidates)
+        loss=_sampler.Loss.HINGE, sampler=_sampler.Sampler.UNIFORM, adaptive=None,
+        learning_rate=lr, regularization=0.0, margin=1e6, max_sampled=10,
+        verify_negative_samples=True, warp_weights=_sampler.warp_rank_weights(m + 1),
+        rng_states=_sampler.make_rng_states(np.random.default_rng(0), 1),
+        refresh_interval=10**9, num_threads=1, candidates=candidates)
     # (draws that hit the positive are redrawn and counted, so draws >= candidates per pair)
     assert stats_["draws"] >= candidates * n_images and stats_["updates"] == n_images
     chosen = np.rint((before[1:, 0] - items[1:, 0]) / lr).astype(int)  # per negative a = 1..M
@@ -268,10 +279,12 @@ def test_train_epoch_refuses_candidates_for_warp():
     users, items, indptr, indices, pair_users, pair_labels = _epoch_inputs()
     with pytest.raises(ValueError, match="1 for WARP"):
         _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
-                             _sampler.Loss.WARP, _sampler.Sampler.UNIFORM, None, 0.05, 0.01, 1.0,
-                             10, True, _sampler.warp_rank_weights(items.shape[0]),
-                             _sampler.make_rng_states(np.random.default_rng(0), 1), 50, 1,
-                             candidates=2)
+                             loss=_sampler.Loss.WARP, sampler=_sampler.Sampler.UNIFORM,
+                             adaptive=None, learning_rate=0.05, regularization=0.01, margin=1.0,
+                             max_sampled=10, verify_negative_samples=True,
+                             warp_weights=_sampler.warp_rank_weights(items.shape[0]),
+                             rng_states=_sampler.make_rng_states(np.random.default_rng(0), 1),
+                             refresh_interval=50, num_threads=1, candidates=2)
 
 
 # -- the epoch's order of the pairs -------------------------------------------------------------
@@ -416,10 +429,12 @@ def test_extra_candidates_are_never_positives_even_without_verification():
     pair_labels = np.full(n_images, 9, dtype=np.int32)  # each image trains positive 9 once
     before = items.copy()
     _sampler.train_epoch(users, items, indptr, indices, pair_users, pair_labels,
-                         _sampler.Loss.HINGE, _sampler.Sampler.UNIFORM, None, lr, 0.0, 1e6, 10,
-                         False, _sampler.warp_rank_weights(20),
-                         _sampler.make_rng_states(np.random.default_rng(0), 1), 10**9, 1,
-                         candidates=4)
+                         loss=_sampler.Loss.HINGE, sampler=_sampler.Sampler.UNIFORM,
+                         adaptive=None, learning_rate=lr, regularization=0.0, margin=1e6,
+                         max_sampled=10, verify_negative_samples=False,
+                         warp_weights=_sampler.warp_rank_weights(20),
+                         rng_states=_sampler.make_rng_states(np.random.default_rng(0), 1),
+                         refresh_interval=10**9, num_threads=1, candidates=4)
     # a label used as the negative moves down by lr per use (positive 9 moves up as positive)
     used = np.rint((before[:, 0] - items[:, 0]) / lr).astype(int)
     used[9] = 0

@@ -1,30 +1,34 @@
 # cython: language_level=3
-"""nogil kernels: random numbers, the uniform and adaptive negative samplers, the adaptive
-sampler's refresh, the hinge / WARP / BPR pair updates and the Hogwild epoch loop.
+"""nogil kernels: the uniform and adaptive negative samplers, the hinge / WARP / BPR step and
+the Hogwild epoch loop.
 
 The public model (``vse_recsys.model.VSEEns``) validates input and hands this module only
-typed arrays and scalars. Small ``def`` wrappers at the end exist so tests can call the
-samplers and the update directly; training never goes through them.
+typed arrays and scalars. It is one extension module, built from these files:
+
+``_sampler.pxd``
+    The kernel API: the fused float type, loss and sampler codes, the per-thread RNG (inline,
+    bodies included), the structs, the C helpers and the two state classes' fields and methods.
+``_sampler.pyx`` (this file)
+    Per-thread state, choosing a negative, the loss step, the epoch loop, Ctrl-C handling.
+``_refresh.pxi``
+    ``AdaptiveSampler``: per-factor label orders and spreads, and their refresh.
+``_shuffle.pxi``
+    ``PairShuffler``: each epoch's fresh random order of the pairs.
+``_testing.pxi``
+    Small ``def`` wrappers so that tests can call the samplers and the step directly; training
+    never goes through them.
+``_vector.h``, ``_platform.h``
+    All the C: vector math (``omp simd``) in the first; compiler builtins (prefetch, atomics)
+    and the build's bounds-check flag in the second.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport ceil, exp, expm1, fabs, log1p, sqrt
+from libc.math cimport ceil, exp, expm1, log1p, sqrt
 from libc.string cimport memcpy, memset
 
-from cpython.exc cimport PyErr_CheckSignals
 cimport openmp
 
 import numpy as np
-
-# Set by setup.py (VSE_RECSYS_BOUNDSCHECK=1) together with Cython's boundscheck directive, so
-# that tests can tell which build they run against.
-cdef extern from *:
-    """
-    #ifndef VSE_RECSYS_BOUNDSCHECK
-    #define VSE_RECSYS_BOUNDSCHECK 0
-    #endif
-    """
-    int VSE_RECSYS_BOUNDSCHECK
 
 #: True when the kernels were compiled with Cython's bounds checks: an out-of-range index into
 #: a typed array (negative ones included) then raises IndexError instead of corrupting memory.
@@ -34,56 +38,18 @@ BOUNDSCHECK = bool(VSE_RECSYS_BOUNDSCHECK)
 # takes a uniformly drawn negative instead (exact, O(#positives)); see _sample_negative.
 cdef enum:
     MAX_REJECTIONS = 32
-# Radix sort: 32-bit keys in passes of 11, 11 and 10 bits.
-cdef enum:
-    RADIX_BITS = 11
-    RADIX_SIZE = 2048
-    RADIX_MASK = 2047
-# A refresh first re-sorts each factor by insertion, starting from the previous order (between
-# two refreshes few labels may change places); it gives up for the radix sort once the moves
-# exceed n_labels + INSERTION_BUDGET_BASE. After a factor's insertion sort gave up, the next
-# INSERTION_RETRY_AFTER - 1 refreshes of that factor go straight to the radix sort, so a model
-# whose orders change a lot wastes at most 1/INSERTION_RETRY_AFTER of a budget per refresh.
-cdef enum:
-    INSERTION_BUDGET_BASE = 1024
-    INSERTION_RETRY_AFTER = 8
 
 
 # ---------------------------------------------------------------------------------------------
-# Random numbers: xoshiro256++ (Blackman & Vigna), one state per thread.
+# Per-thread state: RNG states (the generator itself is in _sampler.pxd), cache-aligned rows
 # ---------------------------------------------------------------------------------------------
 
-cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
-    return (x << k) | (x >> (64 - k))
-
-
-cdef uint64_t rng_next(uint64_t* s) noexcept nogil:
-    cdef uint64_t result = _rotl(s[0] + s[3], 23) + s[0]
-    cdef uint64_t t = s[1] << 17
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-cdef double rng_uniform(uint64_t* s) noexcept nogil:
-    """Uniform double in [0, 1) with 53 random bits."""
-    return <double> (rng_next(s) >> 11) * (1.0 / 9007199254740992.0)
-
-
-cdef uint32_t rng_below(uint64_t* s, uint32_t n) noexcept nogil:
-    """Unbiased integer in [0, n) by Lemire's multiply-and-reject method."""
-    cdef uint64_t m = (rng_next(s) >> 32) * <uint64_t> n
-    cdef uint32_t low = <uint32_t> m
-    cdef uint32_t threshold
-    if low < n:
-        threshold = (<uint32_t> (0 - n)) % n
-        while low < threshold:
-            m = (rng_next(s) >> 32) * <uint64_t> n
-            low = <uint32_t> m
+cdef uint32_t _rng_below_rejecting(uint64_t* s, uint32_t n, uint64_t m) noexcept nogil:
+    """rng_below once the first product ``m`` landed in the low band: reject and redraw while
+    it is below the threshold that makes the result unbiased."""
+    cdef uint32_t threshold = (<uint32_t> (0 - n)) % n
+    while <uint32_t> m < threshold:
+        m = (rng_next(s) >> 32) * <uint64_t> n
     return <uint32_t> (m >> 32)
 
 
@@ -126,29 +92,8 @@ def _cache_aligned_rows(Py_ssize_t n_rows, Py_ssize_t stride, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# Small vector helpers
+# Scores and an image's positives
 # ---------------------------------------------------------------------------------------------
-
-cdef extern from "_vector.h" nogil:
-    float vse_dot_f(const float* a, const float* b, int n) noexcept
-    double vse_dot_d(const double* a, const double* b, int n) noexcept
-    void vse_step_f(float* user, float* pos, float* neg, int n, float scale, float lr,
-                    float reg) noexcept
-    void vse_step_d(double* user, double* pos, double* neg, int n, double scale, double lr,
-                    double reg) noexcept
-    void vse_prefetch(const void* p, long bytes) noexcept
-    void vse_prefetch_read(const void* p, long bytes) noexcept
-    void vse_step_user_f(float* user, const float* pos, const float* neg, int n, float scale,
-                         float lr, float reg) noexcept
-    void vse_step_user_d(double* user, const double* pos, const double* neg, int n,
-                         double scale, double lr, double reg) noexcept
-    int vse_draw_factor_f(const float* user, const float* sigma, int n, double u01) noexcept
-    int vse_draw_factor_d(const double* user, const double* sigma, int n, double u01) noexcept
-    void vse_refresh_keys_f(const float* factors, int n, int k, uint32_t* keys, double* sum,
-                            double* squares) noexcept
-    void vse_refresh_keys_d(const double* factors, int n, int k, uint32_t* keys, double* sum,
-                            double* squares) noexcept
-
 
 cdef inline floating _dot(const floating* a, const floating* b, int32_t k) noexcept nogil:
     if floating is float:
@@ -180,8 +125,17 @@ cdef inline int32_t _nth_negative(Positives positives, int32_t n) noexcept nogil
     return n
 
 
+cdef inline Positives _positives_of(const int64_t* indptr, const int32_t* indices,
+                                    int32_t image) noexcept nogil:
+    """The positives of row ``image`` of a CSR matrix."""
+    cdef Positives positives
+    positives.labels = indices + indptr[image]
+    positives.count = indptr[image + 1] - indptr[image]
+    return positives
+
+
 # ---------------------------------------------------------------------------------------------
-# Adaptive sampler: rank draw, factor draw, label lookup
+# Choosing a negative: uniform and adaptive draws, WARP's search, the best of c candidates
 # ---------------------------------------------------------------------------------------------
 
 cdef inline double _rank_norm(int32_t n_labels, double rank_decay) noexcept nogil:
@@ -273,24 +227,26 @@ cdef inline int32_t _sample_negative(const floating* user, Positives positives, 
 
 
 cdef inline int32_t _best_candidate(const floating* user, const floating* item_factors,
-                                   int32_t n_factors, int32_t positive, Positives positives,
-                                   int sampler, const AdaptiveView* view, int32_t n_labels,
-                                   bint verify, uint64_t* rng, int64_t* draws, int more,
-                                   int32_t negative, floating* negative_score) noexcept nogil:
-    """Draw ``more`` further negatives; return the highest-scoring of them and ``negative``
-    (whose score is ``negative_score[0]``, updated to the winner's).
+                                    int32_t positive, Positives positives,
+                                    const EpochSettings* settings, const AdaptiveView* view,
+                                    uint64_t* rng, int64_t* draws, int32_t negative,
+                                    floating* negative_score) noexcept nogil:
+    """Draw ``candidates - 1`` further negatives; return the highest-scoring of them and
+    ``negative`` (whose score is ``negative_score[0]``, updated to the winner's).
 
     An extra draw that is a positive of the image is skipped even without verification: a
     positive usually outscores every negative, so keeping the best of c unverified draws would
     train on a positive far more often than one unverified draw does."""
-    cdef int32_t other
+    cdef int32_t other, k = settings.n_factors
     cdef floating score
     cdef int draw
-    for draw in range(more):
-        other = _sample_negative(user, positives, sampler, view, n_labels, verify, rng, draws, -1)
-        if other < 0 or other == positive or (not verify and _is_positive(positives, other)):
+    for draw in range(settings.candidates - 1):
+        other = _sample_negative(user, positives, settings.sampler, view, settings.n_labels,
+                                 settings.verify, rng, draws, -1)
+        if other < 0 or other == positive or (not settings.verify
+                                              and _is_positive(positives, other)):
             continue
-        score = _dot(user, item_factors + <int64_t> other * n_factors, n_factors)
+        score = _dot(user, item_factors + <int64_t> other * k, k)
         if score > negative_score[0]:
             negative = other
             negative_score[0] = score
@@ -319,8 +275,46 @@ cdef inline int32_t _warp_search(const floating* user, floating positive_score,
     return -1
 
 
+cdef inline int32_t _choose_negative(const floating* user, int32_t positive,
+                                     floating positive_score, Positives positives,
+                                     const floating* item_factors, const EpochSettings* settings,
+                                     const AdaptiveView* view, uint64_t* rng, int32_t candidate,
+                                     int64_t* draws, floating* negative_score,
+                                     floating* rank_weight) noexcept nogil:
+    """The negative to train (``user``, ``positive``) against, or -1: none (the pair is skipped).
+
+    ``user`` is any image vector, ``positives`` the labels that are not negatives for it and
+    ``positive_score`` its score for ``positive``. WARP searches uniform draws for a violator
+    and sets ``rank_weight`` from the number of negatives it tried (else it is 1); the samplers
+    draw one negative, starting from ``candidate`` (a first draw made ahead by the caller, -1:
+    none), and with ``candidates`` > 1 keep the best-scoring of that many. Sets
+    ``negative_score`` to the chosen negative's score and adds every draw made to ``draws``.
+    """
+    cdef int32_t negative, k = settings.n_factors
+    cdef int64_t pair_draws = 0, tried = 0
+    rank_weight[0] = 1
+    if settings.loss == WARP:
+        negative = _warp_search(user, positive_score, item_factors, k, positives,
+                                settings.n_labels, <floating> settings.margin,
+                                settings.max_sampled, settings.verify, rng, &pair_draws, &tried)
+        if negative >= 0:
+            rank_weight[0] = <floating> settings.warp_weights[
+                max(<int32_t> ((settings.n_labels - 1) / tried), 1)]
+    else:
+        negative = _sample_negative(user, positives, settings.sampler, view, settings.n_labels,
+                                    settings.verify, rng, &pair_draws, candidate)
+    draws[0] += pair_draws
+    if negative < 0 or negative == positive:  # (== only without verification)
+        return -1
+    negative_score[0] = _dot(user, item_factors + <int64_t> negative * k, k)
+    if settings.candidates > 1:
+        negative = _best_candidate(user, item_factors, positive, positives, settings, view, rng,
+                                   draws, negative, negative_score)
+    return negative
+
+
 # ---------------------------------------------------------------------------------------------
-# The pair update shared by the three losses
+# The loss step shared by the three losses
 # ---------------------------------------------------------------------------------------------
 
 cdef inline void _pair_step(floating* user, floating* pos, floating* neg, int32_t n_factors,
@@ -343,105 +337,54 @@ cdef inline void _user_step(floating* user, const floating* pos, const floating*
         vse_step_user_d(user, pos, neg, n_factors, scale, learning_rate, regularization)
 
 
+cdef inline floating _violation(floating margin, floating positive_score,
+                                floating negative_score) noexcept nogil:
+    """How far the negative's score reaches into the margin: > 0 is a violation."""
+    return margin - positive_score + negative_score
+
+
 cdef inline floating _loss_scale(int loss, floating positive_score, floating negative_score,
                                  floating margin, floating rank_weight) noexcept nogil:
     """Step size multiplier for one (positive, negative) pair; 0 means no update."""
-    cdef floating violation = margin - positive_score + negative_score
     if loss == BPR:  # d/dz of -ln sigmoid(z) at z = s_p - s_n, i.e. 1 - sigmoid(z)
         return 1 / (1 + exp(positive_score - negative_score))
-    if violation <= 0:
+    if _violation(margin, positive_score, negative_score) <= 0:
         return 0
     if loss == WARP:
         return rank_weight
     return 1
 
 
-# ---------------------------------------------------------------------------------------------
-# Refresh: per factor, labels sorted by value (descending) and the column's standard deviation
-# ---------------------------------------------------------------------------------------------
-
-cdef void _radix_argsort(uint32_t* keys, uint32_t* keys_tmp, int32_t* order,
-                         int32_t* order_tmp, uint32_t* counts, int32_t n) noexcept nogil:
-    """Stable LSD radix argsort of ``keys`` (clobbered) into ``order``: O(n), three passes."""
-    cdef uint32_t* c0 = counts
-    cdef uint32_t* c1 = counts + RADIX_SIZE
-    cdef uint32_t* c2 = counts + 2 * RADIX_SIZE
-    cdef uint32_t key, run0 = 0, run1 = 0, run2 = 0, tmp
-    cdef int32_t a, d
-    memset(counts, 0, 3 * RADIX_SIZE * sizeof(uint32_t))
-    for a in range(n):
-        key = keys[a]
-        c0[key & RADIX_MASK] += 1
-        c1[(key >> RADIX_BITS) & RADIX_MASK] += 1
-        c2[key >> (2 * RADIX_BITS)] += 1
-    for d in range(RADIX_SIZE):  # exclusive prefix sums: first slot of each digit
-        tmp = c0[d]; c0[d] = run0; run0 += tmp
-        tmp = c1[d]; c1[d] = run1; run1 += tmp
-        tmp = c2[d]; c2[d] = run2; run2 += tmp
-    for a in range(n):
-        key = keys[a]
-        d = key & RADIX_MASK
-        keys_tmp[c0[d]] = key
-        order_tmp[c0[d]] = a
-        c0[d] += 1
-    for a in range(n):
-        key = keys_tmp[a]
-        d = (key >> RADIX_BITS) & RADIX_MASK
-        keys[c1[d]] = key
-        order[c1[d]] = order_tmp[a]
-        c1[d] += 1
-    for a in range(n):
-        d = keys[a] >> (2 * RADIX_BITS)
-        order_tmp[c2[d]] = order[a]
-        c2[d] += 1
-    memcpy(order, order_tmp, n * sizeof(int32_t))
+cdef inline bint _takes_step(int loss, floating scale) noexcept nogil:
+    # BPR's gradient is never exactly 0, so its step (and weight decay) always applies, even
+    # when the sigmoid underflows in float32
+    return scale != 0 or loss == BPR
 
 
-cdef bint _insertion_argsort(const uint32_t* keys, const int32_t* previous, int32_t* order,
-                             int32_t n, int64_t budget) noexcept nogil:
-    """Sort ``previous`` (a permutation of 0..n-1) by ``keys`` into ``order``, by insertion.
+cdef inline bint _loss_step(floating* user, floating* pos, floating* neg,
+                            floating positive_score, floating negative_score,
+                            floating rank_weight, const EpochSettings* settings) noexcept nogil:
+    """One SGD step on (``user``, ``pos``, ``neg``) scaled by the loss; False if there is none.
 
-    O(n + moves): cheap when ``previous`` is nearly sorted. Returns False, leaving ``order``
-    unusable, as soon as the moves exceed ``budget``. Equal keys keep their previous order.
+    The scores are the ones the negative was chosen with. Without ``update_labels`` only
+    ``user`` moves.
     """
-    cdef int32_t i, j, label
-    cdef uint32_t key
-    memcpy(order, previous, n * sizeof(int32_t))
-    for i in range(1, n):
-        label = order[i]
-        key = keys[label]
-        j = i
-        while j > 0 and keys[order[j - 1]] > key:
-            order[j] = order[j - 1]
-            j -= 1
-        budget -= i - j
-        if budget < 0:
-            return False
-        order[j] = label
+    cdef floating scale = _loss_scale(settings.loss, positive_score, negative_score,
+                                      <floating> settings.margin, rank_weight)
+    if not _takes_step(settings.loss, scale):
+        return False
+    if settings.update_labels:
+        _pair_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
+                   <floating> settings.regularization)
+    else:
+        _user_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
+                   <floating> settings.regularization)
     return True
 
 
-# Atomics for the lock-free refresh hand-over (GCC / Clang builtins).
-cdef extern from *:
-    """
-    static inline long long vse_atomic_add(long long* p, long long v) {
-        return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
-    }
-    static inline long long vse_atomic_load_ll(long long* p) {
-        return __atomic_load_n(p, __ATOMIC_RELAXED);
-    }
-    static inline int vse_atomic_load(int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void vse_atomic_store(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int vse_try_lock(int* p) {
-        int expected = 0;
-        return __atomic_compare_exchange_n(p, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-    }
-    """
-    long long vse_atomic_add(long long* p, long long v) noexcept nogil
-    long long vse_atomic_load_ll(long long* p) noexcept nogil
-    int vse_atomic_load(int* p) noexcept nogil
-    void vse_atomic_store(int* p, int v) noexcept nogil
-    int vse_try_lock(int* p) noexcept nogil
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C during an epoch
+# ---------------------------------------------------------------------------------------------
 
 # PyErr_CheckSignals without Cython's exception check: the caller keeps the pending exception
 # and re-raises it with _raise_pending once it is safe (outside the parallel region).
@@ -457,303 +400,12 @@ cdef int _raise_pending() except -1:
     return -1  # an exception is already set: ``except -1`` makes Cython propagate it
 
 
-cdef class AdaptiveSampler:
-    """State of the adaptive sampler: per-factor label orders and factor spreads.
-
-    ``refresh(item_factors)`` rebuilds both from the current label factors: one row-major pass
-    turns every value into a sort key (and sums the columns for sigma), then each factor's
-    labels are sorted: by insertion from the previous refresh's order when few labels changed
-    places (O(n_labels + moves); the usual case with few labels), else by an LSD radix sort
-    (O(n_labels)). The whole order is rebuilt, not only its top and bottom: with the default
-    lambda = 0.3 * n_labels every rank can be drawn.
-
-    The state is double-buffered. During an epoch the thread whose pairs cross the next refresh
-    point rebuilds the back buffer on its own and then publishes it, while the other threads
-    keep drawing from the front buffer: no thread ever waits for a refresh (a barrier costs a
-    whole scheduler time slice on a loaded machine).
-
-    Parameters
-    ----------
-    n_labels, n_factors : int
-        Shape of the label factor matrix.
-    rank_decay : float
-        lambda, in ranks (not as a fraction): P(rank r) is proportional to exp(-r / lambda).
-    num_threads : int
-        Threads used by ``refresh`` (across factors).
-    """
-
-    cdef readonly int32_t n_labels
-    cdef readonly int32_t n_factors
-    cdef readonly double rank_decay
-    cdef readonly int num_threads
-    cdef object _sorted_buffers          # (2, n_factors, n_labels) int32, descending by value
-    cdef object _sigma_buffers           # (2, n_factors) float64
-    cdef float[:, ::1] _sigma32          # the same in float32
-    cdef int32_t[:, :, ::1] _sorted
-    cdef double[:, ::1] _sigma
-    cdef uint32_t[:, ::1] _keys          # (n_factors, n_labels) sort keys, rebuilt each refresh
-    cdef double[:, ::1] _moments         # (2, n_factors): shifted sums and sums of squares
-    cdef uint32_t[:, ::1] _key_scratch   # per thread: n_labels keys + radix counts
-    cdef int32_t[:, ::1] _order_scratch  # per thread: n_labels indices
-    cdef AdaptiveView views[2]
-    cdef int front                       # which buffer the samplers read
-    cdef int refreshing                  # lock: one refresh at a time
-    cdef readonly long long insertion_sorts  # factor sorts done by insertion (the rest: radix)
-    cdef int32_t[::1] _radix_streak      # per factor: radix sorts since insertion last gave up
-
-    def __init__(self, int32_t n_labels, int32_t n_factors, double rank_decay, int num_threads=1):
-        if n_labels < 1 or n_factors < 1:
-            raise ValueError(f"need at least one label and one factor, got {n_labels}, {n_factors}")
-        if not (0 < rank_decay < float("inf")):
-            raise ValueError(f"rank_decay must be positive and finite, got {rank_decay}")
-        self.n_labels = n_labels
-        self.n_factors = n_factors
-        self.rank_decay = rank_decay
-        self.num_threads = max(1, num_threads)
-        # both buffers start as valid orders (the identity), which refresh sorts from
-        self._sorted_buffers = np.broadcast_to(
-            np.arange(n_labels, dtype=np.int32), (2, n_factors, n_labels)).copy()
-        self._sigma_buffers = np.zeros((2, n_factors), dtype=np.float64)
-        self._sorted = self._sorted_buffers
-        self._sigma = self._sigma_buffers
-        self._sigma32 = np.zeros((2, n_factors), dtype=np.float32)
-        self._keys = np.empty((n_factors, n_labels), dtype=np.uint32)
-        self._moments = np.empty((2, n_factors), dtype=np.float64)
-        self._key_scratch = np.empty((self.num_threads, n_labels + 3 * RADIX_SIZE), dtype=np.uint32)
-        self._order_scratch = np.empty((self.num_threads, n_labels), dtype=np.int32)
-        cdef int b
-        for b in range(2):
-            self.views[b].sorted_labels = &self._sorted[b, 0, 0]
-            self.views[b].sigma = &self._sigma[b, 0]
-            self.views[b].sigma32 = &self._sigma32[b, 0]
-            self.views[b].n_labels = n_labels
-            self.views[b].n_factors = n_factors
-            self.views[b].rank_decay = rank_decay
-            self.views[b].rank_norm = _rank_norm(n_labels, rank_decay)
-        self.front = 0
-        self.refreshing = 0
-        self.insertion_sorts = 0
-        self._radix_streak = np.zeros(n_factors, dtype=np.int32)
-
-    @property
-    def sorted_labels(self):
-        """(n_factors, n_labels) int32: per factor, the labels by value, largest first."""
-        return self._sorted_buffers[self.front]
-
-    @property
-    def sigma(self):
-        """(n_factors,) float64: the standard deviation (ddof 0) of each label factor column."""
-        return self._sigma_buffers[self.front]
-
-    def refresh(self, floating[:, ::1] item_factors):
-        """Re-sort every factor's labels and recompute sigma from ``item_factors``."""
-        if item_factors.shape[0] != self.n_labels or item_factors.shape[1] != self.n_factors:
-            raise ValueError(f"item_factors has shape ({item_factors.shape[0]}, "
-                             f"{item_factors.shape[1]}), expected ({self.n_labels}, "
-                             f"{self.n_factors})")
-        with nogil:
-            self._rebuild(&item_factors[0, 0], self.num_threads)
-
-    cdef inline const AdaptiveView* view(self) noexcept nogil:
-        return &self.views[vse_atomic_load(&self.front)]
-
-    cdef void _rebuild(self, const floating* item_factors, int num_threads) noexcept nogil:
-        """Rebuild the back buffer from ``item_factors`` and publish it as the front."""
-        cdef int32_t n = self.n_labels, k = self.n_factors, f
-        cdef int back = 1 - self.front, tid
-        cdef double mean
-        cdef double* shift_sum = &self._moments[0, 0]
-        cdef double* shift_squares = &self._moments[1, 0]
-        # one row-major pass: keys[f, a] and the column sums (see _vector.h)
-        if floating is float:
-            vse_refresh_keys_f(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
-        else:
-            vse_refresh_keys_d(item_factors, n, k, &self._keys[0, 0], shift_sum, shift_squares)
-        for f in range(k):
-            mean = shift_sum[f] / n
-            self._sigma[back, f] = sqrt(max(shift_squares[f] / n - mean * mean, 0.0))
-            self._sigma32[back, f] = <float> self._sigma[back, f]
-        if num_threads > 1:
-            with parallel(num_threads=num_threads):
-                tid = threadid()
-                for f in prange(k, schedule="dynamic"):
-                    self._sort_factor(f, back, tid)
-        else:
-            for f in range(k):
-                self._sort_factor(f, back, 0)
-        vse_atomic_store(&self.front, back)
-
-    cdef inline void _sort_factor(self, int32_t f, int buffer, int scratch) noexcept nogil:
-        """Factor f's labels by key into ``buffer``: insertion from the other buffer's order
-        (the previous refresh), or the radix sort when too much has changed."""
-        cdef int32_t n = self.n_labels
-        cdef uint32_t* keys = &self._key_scratch[scratch, 0]
-        cdef int64_t budget = <int64_t> n + INSERTION_BUDGET_BASE
-        if self._radix_streak[f] == 0:
-            if _insertion_argsort(&self._keys[f, 0], &self._sorted[1 - buffer, f, 0],
-                                  &self._sorted[buffer, f, 0], n, budget):
-                vse_atomic_add(&self.insertion_sorts, 1)
-                return
-        self._radix_streak[f] = (self._radix_streak[f] + 1) % INSERTION_RETRY_AFTER
-        _radix_argsort(&self._keys[f, 0], keys, &self._sorted[buffer, f, 0],
-                       &self._order_scratch[scratch, 0], keys + n, n)
-
-
 # ---------------------------------------------------------------------------------------------
-# The epoch's order: every pair once, uniformly shuffled
+# The adaptive sampler's state and refresh; the epoch's order of the pairs
 # ---------------------------------------------------------------------------------------------
 
-cdef enum:
-    SHUFFLE_PILE = 4096            # pairs per pile: 32 KiB of packed pairs, shuffled in L1/L2
-    MAX_PILES = 65536              # pile numbers are uint16
-    MAX_PILE_SIZE = 1 << 30        # pairs per pile on average: far below 2^32 (uint32 draws)
-
-
-cdef inline int32_t _image_of(const int64_t* indptr, int32_t n_images, int64_t pair) noexcept nogil:
-    """The image whose labels include stored pair number ``pair`` (binary search in indptr)."""
-    cdef int32_t low = 0, high = n_images, middle
-    while low < high:  # the largest i with indptr[i] <= pair
-        middle = low + (high - low + 1) // 2
-        if indptr[middle] <= pair:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-cdef class PairShuffler:
-    """A fresh, uniformly random order of a fixed list of (image, label) pairs, per call.
-
-    Rao-Sandelius shuffle: every pair goes to one of ``n_piles`` piles uniformly at random,
-    then each pile is Fisher-Yates shuffled, and the piles are read one after the other; the
-    result is a uniformly random permutation. Unlike one Fisher-Yates pass over the whole list
-    (NumPy's ``permutation``: a cache miss per pair, serial), both passes are cache-friendly
-    and split across threads: the shuffle of 1M pairs drops from ~70 ms to a few ms.
-
-    With one thread (and the same RNG states) the order is reproducible; with ``T`` threads it
-    is reproducible for the same ``T``. The buffers (18 bytes per pair) are allocated once and
-    reused: ``shuffle`` refills and returns the same two arrays every call.
-
-    Parameters
-    ----------
-    indptr : int64 array, indices : int32 array
-        The pairs, as a CSR matrix's row pointers and column indices: image ``i`` has the
-        labels ``indices[indptr[i]:indptr[i + 1]]``.
-    num_threads : int
-    pile_size : int
-        Pairs per pile on average (tests make it tiny to exercise many piles).
-    """
-
-    cdef readonly int64_t n_pairs
-    cdef readonly int32_t n_piles
-    cdef readonly int num_threads
-    cdef const int64_t[::1] _indptr
-    cdef const int32_t[::1] _labels
-    cdef uint16_t[::1] _pile
-    cdef uint64_t[::1] _packed
-    cdef int64_t[:, ::1] _cursor       # (threads, piles): next slot of each thread in each pile
-    cdef int64_t[::1] _pile_start      # (piles + 1): where each pile starts
-    cdef int32_t[::1] _users_out
-    cdef int32_t[::1] _labels_out
-    cdef object _users_array, _labels_array
-
-    def __init__(self, const int64_t[::1] indptr, const int32_t[::1] indices,
-                 int num_threads=1, int64_t pile_size=SHUFFLE_PILE):
-        if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != indices.shape[0]:
-            raise ValueError("indptr must start at 0 and end at len(indices)")
-        if num_threads < 1 or not 1 <= pile_size <= MAX_PILE_SIZE:
-            raise ValueError(f"need num_threads >= 1 and 1 <= pile_size <= {MAX_PILE_SIZE}")
-        self.n_pairs = indices.shape[0]
-        if self.n_pairs // MAX_PILES >= MAX_PILE_SIZE:
-            raise ValueError(f"{self.n_pairs} pairs are more than the shuffle's piles can hold")
-        self.num_threads = num_threads
-        self.n_piles = <int32_t> max(1, min(MAX_PILES, self.n_pairs // pile_size
-                                               + (self.n_pairs % pile_size != 0)))
-        self._indptr = indptr
-        self._labels = indices
-        self._pile = np.empty(self.n_pairs, dtype=np.uint16)
-        self._packed = np.empty(self.n_pairs, dtype=np.uint64)
-        self._cursor = np.zeros((num_threads, self.n_piles), dtype=np.int64)
-        self._pile_start = np.zeros(self.n_piles + 1, dtype=np.int64)
-        self._users_array = np.empty(self.n_pairs, dtype=np.int32)
-        self._labels_array = np.empty(self.n_pairs, dtype=np.int32)
-        self._users_out = self._users_array
-        self._labels_out = self._labels_array
-
-    def shuffle(self, uint64_t[:, ::1] rng_states):
-        """(pair_images, pair_labels) in a new random order; advances ``rng_states``.
-
-        The work is split into ``num_threads`` fixed shares, each with its own RNG state,
-        whatever number of threads OpenMP actually starts (it may start fewer: a build without
-        OpenMP, ``OMP_THREAD_LIMIT``, nested parallelism), so every pair is always placed and
-        the order depends only on the states and ``num_threads``.
-        """
-        cdef int T = self.num_threads, t
-        cdef int64_t n = self.n_pairs, chunk = (self.n_pairs + T - 1) // T, running = 0, count
-        cdef int32_t B = self.n_piles, b
-        cdef uint64_t[:, ::1] thread_rng
-        thread_rng = _thread_rng_copies(rng_states, T)
-        self._cursor[:, :] = 0
-        with nogil:
-            # 1. share t deals its pairs into piles at random, counting per pile
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._deal(t, t * chunk, min(n, t * chunk + chunk), &thread_rng[t, 0])
-            # 2. pile b holds share 0's pairs of b, then share 1's, ...
-            for b in range(B):
-                self._pile_start[b] = running
-                for t in range(T):
-                    count = self._cursor[t, b]
-                    self._cursor[t, b] = running
-                    running += count
-            self._pile_start[B] = running
-            # 3. share t moves its pairs into their piles
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._pack(t, t * chunk, min(n, t * chunk + chunk))
-            # 4. share t shuffles its piles and unpacks them into the two output arrays
-            for t in prange(T, schedule="static", chunksize=1, num_threads=T):
-                self._shuffle_piles(<int32_t> ((<int64_t> t * B) // T),
-                                    <int32_t> ((<int64_t> (t + 1) * B) // T), &thread_rng[t, 0])
-        rng_states[:T, :4] = thread_rng[:, :4]
-        return self._users_array, self._labels_array
-
-    cdef void _deal(self, int t, int64_t start, int64_t stop, uint64_t* rng) noexcept nogil:
-        cdef int64_t j
-        cdef uint32_t b
-        for j in range(start, stop):
-            b = rng_below(rng, <uint32_t> self.n_piles)
-            self._pile[j] = <uint16_t> b
-            self._cursor[t, b] += 1
-
-    cdef void _pack(self, int t, int64_t start, int64_t stop) noexcept nogil:
-        """Pairs start..stop into their piles' slots, packed as (image << 32 | label)."""
-        cdef int64_t j
-        cdef int32_t image = _image_of(&self._indptr[0], self._indptr.shape[0] - 1, start)
-        cdef uint16_t b
-        for j in range(start, stop):
-            while self._indptr[image + 1] <= j:  # (skips images without labels)
-                image += 1
-            b = self._pile[j]
-            self._packed[self._cursor[t, b]] = (
-                (<uint64_t> <uint32_t> image) << 32 | <uint32_t> self._labels[j])
-            self._cursor[t, b] += 1
-
-    cdef void _shuffle_piles(self, int32_t first_pile, int32_t end_pile,
-                             uint64_t* rng) noexcept nogil:
-        """Fisher-Yates within each pile of first_pile..end_pile, then unpack it."""
-        cdef int32_t b
-        cdef int64_t first, last, i, j
-        cdef uint64_t swap
-        for b in range(first_pile, end_pile):
-            first = self._pile_start[b]
-            last = self._pile_start[b + 1]
-            for i in range(last - 1, first, -1):
-                j = first + <int64_t> rng_below(rng, <uint32_t> (i - first + 1))
-                swap = self._packed[i]
-                self._packed[i] = self._packed[j]
-                self._packed[j] = swap
-            for i in range(first, last):
-                self._users_out[i] = <int32_t> (self._packed[i] >> 32)
-                self._labels_out[i] = <int32_t> (self._packed[i] & 0xFFFFFFFFu)
+include "_refresh.pxi"
+include "_shuffle.pxi"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,6 +419,7 @@ cdef enum:
     SIGNAL_CHECK_CHUNKS = 128      # the main thread checks for Ctrl-C every 128 of its chunks
     COUNTER_STRIDE = 8             # int64 counters per thread: one cache line each
 
+# A thread's counters, one row of COUNTER_STRIDE
 cdef enum:
     SKIPPED = 0
     VIOLATIONS = 1
@@ -776,16 +429,138 @@ cdef enum:
     CHUNKS = 5
 
 
+# A thread's draw-ahead pipeline within a chunk. The first candidate negatives are drawn ahead,
+# so that their cache misses overlap the arithmetic of the pairs before them.
+cdef struct DrawAhead:
+    int32_t pending                # the next pair's first candidate (-1: none)
+    const int32_t* slot            # adaptive: the slot of the sorted lists chosen for the pair
+                                   # after it, its label not yet read (NULL: none)
+
+
+cdef inline int32_t _draw_ahead(DrawAhead* ahead, const floating* next_user,
+                                const floating* later_user, const floating* item_factors,
+                                const EpochSettings* settings, const AdaptiveView* view,
+                                uint64_t* rng) noexcept nogil:
+    """This pair's first candidate negative (drawn a pair ago; -1: none), and the draws ahead.
+
+    The next pair's candidate is read now (from the slot chosen a pair ago; uniform: drawn now)
+    and its row fetched; for the adaptive sampler, the slot of the pair after it is chosen and
+    fetched. ``next_user`` and ``later_user`` are those two pairs' image vectors (NULL: the
+    chunk ends first). WARP makes its own draws and takes no candidate.
+    """
+    cdef int32_t candidate = ahead.pending
+    ahead.pending = -1
+    if settings.loss == WARP or next_user == NULL:
+        return candidate
+    if ahead.slot != NULL:
+        ahead.pending = ahead.slot[0]
+    else:
+        ahead.pending = _draw_label(next_user, settings.sampler, view, settings.n_labels, rng)
+    vse_prefetch(item_factors + <int64_t> ahead.pending * settings.n_factors,
+                 settings.n_factors * sizeof(floating))
+    ahead.slot = NULL
+    if settings.sampler == ADAPTIVE and later_user != NULL:
+        ahead.slot = _adaptive_slot(later_user, view, rng)
+        if ahead.slot != NULL:
+            vse_prefetch_read(ahead.slot, 4)
+    return candidate
+
+
+cdef int _train_chunk(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
+                      const int64_t[::1] indptr, const int32_t[::1] indices,
+                      const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
+                      int64_t start, int64_t stop, EpochSettings settings,
+                      const AdaptiveView* view, uint64_t* rng, int64_t* counts) except -1 nogil:
+    """Train the pairs start..stop - 1 in order on one thread, adding to its ``counts``.
+
+    This is where the caller's pair arrays are indexed: in the bounds-checked build an image or
+    label out of range raises IndexError here, and ``except -1`` carries it to train_epoch (a
+    ``noexcept`` function could only print it). The helpers it calls get plain pointers.
+
+    ``settings`` comes by value: the compiler keeps this thread's copy in registers, where it
+    would reload the fields behind a shared pointer after every call into libm.
+    """
+    cdef int64_t j, n_pairs = pair_users.shape[0]
+    cdef int32_t image, negative, candidate
+    cdef long row_bytes = settings.n_factors * sizeof(floating)
+    cdef const floating* labels = &item_factors[0, 0]
+    cdef floating* user
+    cdef floating* positive
+    cdef floating positive_score, negative_score, rank_weight
+    cdef Positives positives
+    cdef DrawAhead ahead
+    ahead.pending = -1
+    ahead.slot = NULL
+    for j in range(start, stop):
+        if j + PREFETCH_AHEAD < n_pairs:
+            image = pair_users[j + PREFETCH_AHEAD]
+            vse_prefetch(&user_factors[image, 0], row_bytes)
+            vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
+            vse_prefetch_read(&indptr[image], 16)
+        if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
+            vse_prefetch_read(&indices[0] + indptr[pair_users[j + 1]], 64)
+        image = pair_users[j]
+        user = &user_factors[image, 0]
+        positive = &item_factors[pair_labels[j], 0]
+        positives = _positives_of(&indptr[0], &indices[0], image)
+        candidate = _draw_ahead(&ahead,
+                                &user_factors[pair_users[j + 1], 0] if j + 1 < stop else NULL,
+                                &user_factors[pair_users[j + 2], 0] if j + 2 < stop else NULL,
+                                labels, &settings, view, rng)
+        positive_score = _dot(user, positive, settings.n_factors)
+        negative = _choose_negative(user, pair_labels[j], positive_score, positives, labels,
+                                    &settings, view, rng, candidate, &counts[DRAWS],
+                                    &negative_score, &rank_weight)
+        if negative < 0:
+            counts[SKIPPED] += 1
+            continue
+        counts[VIOLATIONS] += _violation(<floating> settings.margin, positive_score,
+                                         negative_score) > 0
+        counts[UPDATES] += _loss_step(user, positive, &item_factors[negative, 0], positive_score,
+                                      negative_score, rank_weight, &settings)
+    return 0
+
+
+cdef inline void _timed_refresh(AdaptiveSampler adaptive, const floating* item_factors,
+                                int num_threads, RefreshSchedule* schedule) noexcept nogil:
+    """Refresh the sampler from ``item_factors`` (publishing it), timed and counted."""
+    cdef double started = openmp.omp_get_wtime()
+    adaptive._rebuild(item_factors, num_threads)
+    schedule.seconds += openmp.omp_get_wtime() - started
+    schedule.refreshes += 1
+
+
+cdef inline void _refresh_when_due(AdaptiveSampler adaptive, const floating* item_factors,
+                                   int64_t pairs, RefreshSchedule* schedule) noexcept nogil:
+    """Count ``pairs`` more trained pairs; refresh the sampler if that crosses the next point.
+
+    The lock-free hand-off: the thread that crosses the point rebuilds the back buffer on its
+    own and publishes it, while the other threads keep drawing from the front buffer; a thread
+    that finds a refresh running goes on training.
+    """
+    cdef long long done = vse_atomic_add(&schedule.pairs_done, pairs)
+    if done < vse_atomic_load_ll(&schedule.next_refresh) or not vse_try_lock(&adaptive.refreshing):
+        return
+    if done >= schedule.next_refresh:  # re-check: another thread may have just refreshed
+        _timed_refresh(adaptive, item_factors, 1, schedule)
+        schedule.next_refresh = done + schedule.interval
+    vse_atomic_store(&adaptive.refreshing, 0)
+
+
 def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 const int64_t[::1] indptr, const int32_t[::1] indices,
-                const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
-                int loss, int sampler, AdaptiveSampler adaptive,
+                const int32_t[::1] pair_users, const int32_t[::1] pair_labels, *,
+                int loss, int sampler, AdaptiveSampler adaptive=None,
                 double learning_rate, double regularization, double margin,
                 int max_sampled, bint verify_negative_samples,
                 const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
                 int64_t refresh_interval, int num_threads, bint update_labels=True,
                 int candidates=1):
     """Train on every (image, label) pair given, in the order given; Hogwild across threads.
+
+    The data (the factors, the CSR ``indptr`` / ``indices`` of every image's positives and the
+    pairs) is positional; everything else is keyword-only. ``adaptive`` is the sampler state
+    for ``sampler=ADAPTIVE`` (unused otherwise).
 
     With ``candidates`` > 1 (hinge and BPR), each pair draws that many negatives from its
     sampler and trains on the one the model scores highest (one more dot product each).
@@ -807,29 +582,18 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     cdef int32_t n_labels = item_factors.shape[0], k = item_factors.shape[1]
     cdef int64_t n_pairs = pair_users.shape[0]
     cdef int64_t n_chunks = (n_pairs + CHUNK - 1) // CHUNK
-    cdef int64_t chunk, j, pair_draws, tried, done
-    cdef double started
-    # shared between threads, so only ever touched through pointers (an assignment inside prange
-    # would make Cython give each thread a private copy)
-    cdef long long[::1] progress = np.array([0, refresh_interval, 0], dtype=np.longlong)
-    cdef long long* pairs_done = &progress[0]
-    cdef long long* next_refresh = &progress[1]
-    cdef long long* refreshes = &progress[2]
-    cdef double[::1] refresh_clock = np.zeros(1)
-    cdef double* refresh_seconds = &refresh_clock[0]
-    cdef floating lr = learning_rate, reg = regularization, m = margin
-    cdef floating positive_score, negative_score, scale, weight
-    cdef floating* user
-    cdef int32_t image, positive, negative, rank, ahead, candidate, pending
-    cdef int64_t stop
-    cdef const int32_t* slot
-    cdef long row_bytes = k * sizeof(floating)
-    cdef Positives positives
+    cdef int64_t chunk, start, stop
+    cdef bint adaptive_sampling = sampler == ADAPTIVE
+    # shared between threads: the settings are only read; the schedule and the Ctrl-C flag are
+    # only ever touched through pointers (an assignment inside prange would make Cython give
+    # each thread a private copy)
+    cdef EpochSettings settings
+    cdef RefreshSchedule schedule
+    cdef int interrupted = 0
+    # each thread's own
+    cdef int tid
     cdef uint64_t* rng
     cdef int64_t* counts
-    cdef const AdaptiveView* view = NULL
-    cdef int tid, interrupted = 0
-    cdef bint adaptive_sampling = sampler == ADAPTIVE
     # every thread's counters and RNG state on its own cache lines (copied back at the end)
     cdef int64_t[:, ::1] counters = _cache_aligned_rows(max(1, num_threads), COUNTER_STRIDE,
                                                         np.int64)
@@ -860,110 +624,35 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     if candidates < 1 or (candidates > 1 and loss == WARP):
         raise ValueError(f"candidates must be >= 1, and 1 for WARP (got {candidates})")
     thread_rng = _thread_rng_copies(rng_states, num_threads)
+    settings = EpochSettings(
+        loss=loss, sampler=sampler, n_labels=n_labels, n_factors=k,
+        learning_rate=learning_rate, regularization=regularization, margin=margin,
+        max_sampled=max_sampled, candidates=candidates, verify=verify_negative_samples,
+        update_labels=update_labels, warp_weights=&warp_weights[0])
+    schedule = RefreshSchedule(pairs_done=0, next_refresh=refresh_interval,
+                               interval=refresh_interval, refreshes=0, seconds=0)
 
-    with nogil:
-        if adaptive_sampling:
-            started = openmp.omp_get_wtime()
-            adaptive._rebuild(&item_factors[0, 0], num_threads)
-            refresh_seconds[0] += openmp.omp_get_wtime() - started
-            refreshes[0] += 1
-        with parallel(num_threads=num_threads):
-            tid = threadid()
-            rng = &thread_rng[tid, 0]
-            counts = &counters[tid, 0]
-            counts[SEEN] = 1
-            for chunk in prange(n_chunks, schedule="dynamic"):
-                if vse_atomic_load(&interrupted):
-                    continue
-                if adaptive_sampling:
-                    view = adaptive.view()
-                pending = -1
-                slot = NULL
-                stop = min(chunk * CHUNK + CHUNK, n_pairs)
-                for j in range(chunk * CHUNK, stop):
-                    if j + PREFETCH_AHEAD < n_pairs:
-                        ahead = pair_users[j + PREFETCH_AHEAD]
-                        vse_prefetch(&user_factors[ahead, 0], row_bytes)
-                        vse_prefetch(&item_factors[pair_labels[j + PREFETCH_AHEAD], 0], row_bytes)
-                        vse_prefetch_read(&indptr[ahead], 16)
-                    if j + 1 < n_pairs:  # indptr of pair j + 1 was fetched a few pairs ago
-                        vse_prefetch_read(&indices[0] + indptr[pair_users[j + 1]], 64)
-                    image = pair_users[j]
-                    positive = pair_labels[j]
-                    user = &user_factors[image, 0]
-                    positives.labels = &indices[0] + indptr[image]
-                    positives.count = indptr[image + 1] - indptr[image]
-                    # The first candidate negatives are drawn ahead, so that their cache misses
-                    # overlap this pair's arithmetic: pair j + 1's label is read now (from the
-                    # slot of the sorted lists chosen one pair ago) and its row fetched; for the
-                    # adaptive sampler, pair j + 2's slot is chosen and fetched.
-                    candidate = pending
-                    pending = -1
-                    if loss != WARP and j + 1 < stop:
-                        if adaptive_sampling and slot != NULL:
-                            pending = slot[0]
-                        else:
-                            pending = _draw_label(&user_factors[pair_users[j + 1], 0], sampler,
-                                                  view, n_labels, rng)
-                        vse_prefetch(&item_factors[pending, 0], row_bytes)
-                        slot = NULL
-                        if adaptive_sampling and j + 2 < stop:
-                            slot = _adaptive_slot(&user_factors[pair_users[j + 2], 0], view, rng)
-                            if slot != NULL:
-                                vse_prefetch_read(slot, 4)
-                    positive_score = _dot(user, &item_factors[positive, 0], k)
-                    pair_draws = 0
-                    tried = 0  # assigned here so that each thread has its own copy
-                    weight = 1
-                    if loss == WARP:
-                        negative = _warp_search(user, positive_score, &item_factors[0, 0], k,
-                                                positives, n_labels, m, max_sampled,
-                                                verify_negative_samples, rng, &pair_draws, &tried)
-                        if negative >= 0:
-                            rank = <int32_t> ((n_labels - 1) / tried)
-                            weight = <floating> warp_weights[max(rank, 1)]
-                    else:
-                        negative = _sample_negative(user, positives, sampler, view, n_labels,
-                                                    verify_negative_samples, rng, &pair_draws,
-                                                    candidate)
-                    counts[DRAWS] += pair_draws
-                    if negative < 0 or negative == positive:  # (== only without verification)
-                        counts[SKIPPED] += 1
-                        continue
-                    negative_score = _dot(user, &item_factors[negative, 0], k)
-                    if candidates > 1:
-                        negative = _best_candidate(user, &item_factors[0, 0], k, positive,
-                                                   positives, sampler, view, n_labels,
-                                                   verify_negative_samples, rng,
-                                                   &counts[DRAWS], candidates - 1, negative,
-                                                   &negative_score)
-                    if m - positive_score + negative_score > 0:
-                        counts[VIOLATIONS] += 1
-                    scale = _loss_scale(loss, positive_score, negative_score, m, weight)
-                    # BPR's gradient is never exactly 0, so its step (and weight decay) always
-                    # applies, even when the sigmoid underflows in float32
-                    if scale != 0 or loss == BPR:
-                        counts[UPDATES] += 1
-                        if update_labels:
-                            _pair_step(user, &item_factors[positive, 0],
-                                       &item_factors[negative, 0], k, scale, lr, reg)
-                        else:
-                            _user_step(user, &item_factors[positive, 0],
-                                       &item_factors[negative, 0], k, scale, lr, reg)
-
-                if adaptive_sampling and update_labels:
-                    done = vse_atomic_add(pairs_done, min(CHUNK, n_pairs - chunk * CHUNK))
-                    if done >= vse_atomic_load_ll(next_refresh) and vse_try_lock(&adaptive.refreshing):
-                        if done >= next_refresh[0]:  # re-check: another thread may have just refreshed
-                            started = openmp.omp_get_wtime()
-                            adaptive._rebuild(&item_factors[0, 0], 1)
-                            refresh_seconds[0] += openmp.omp_get_wtime() - started
-                            refreshes[0] += 1
-                            next_refresh[0] = done + refresh_interval
-                        vse_atomic_store(&adaptive.refreshing, 0)
-                counts[CHUNKS] += 1
-                if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
-                    vse_atomic_store(&interrupted, 1)
+    if adaptive_sampling:
+        with nogil:
+            _timed_refresh(adaptive, &item_factors[0, 0], num_threads, &schedule)
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        rng = &thread_rng[tid, 0]
+        counts = &counters[tid, 0]
+        counts[SEEN] = 1
+        for chunk in prange(n_chunks, schedule="dynamic"):
+            if vse_atomic_load(&interrupted):
+                continue
+            start = chunk * CHUNK
+            stop = min(start + CHUNK, n_pairs)
+            _train_chunk(user_factors, item_factors, indptr, indices, pair_users, pair_labels,
+                         start, stop, settings, adaptive.view() if adaptive_sampling else NULL,
+                         rng, counts)
+            if adaptive_sampling and update_labels:
+                _refresh_when_due(adaptive, &item_factors[0, 0], stop - start, &schedule)
+            counts[CHUNKS] += 1
+            if tid == 0 and counts[CHUNKS] % SIGNAL_CHECK_CHUNKS == 0 and _signals_pending():
+                vse_atomic_store(&interrupted, 1)
     rng_states[:num_threads, :4] = thread_rng[:, :4]
     if interrupted:
         _raise_pending()
@@ -975,8 +664,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         "violations": int(totals[VIOLATIONS]),
         "updates": int(totals[UPDATES]),
         "draws": int(totals[DRAWS]),
-        "refreshes": int(progress[2]),
-        "refresh_seconds": float(refresh_clock[0]),
+        "refreshes": int(schedule.refreshes),
+        "refresh_seconds": float(schedule.seconds),
         "threads_used": int(np.count_nonzero(np.asarray(counters)[:, SEEN])),
         "chunks_per_thread": np.asarray(counters)[:, CHUNKS].tolist(),
     }
@@ -989,103 +678,9 @@ def warp_rank_weights(int32_t n_labels):
     return weights
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Test-only wrappers (with the GIL; training never uses them)
 # ---------------------------------------------------------------------------------------------
 
-cdef inline Positives _as_positives(const int32_t[::1] labels):
-    cdef Positives positives
-    positives.labels = &labels[0] if labels.shape[0] > 0 else NULL
-    positives.count = labels.shape[0]
-    return positives
-
-
-def draw_ranks(int32_t n_labels, double rank_decay, Py_ssize_t size, uint64_t[:, ::1] rng_state):
-    """``size`` 1-based ranks from the truncated exp(-r / rank_decay) distribution on 1..n."""
-    if not (0 < rank_decay < float("inf")) or n_labels < 1:
-        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
-    out = np.empty(size, dtype=np.int64)
-    cdef int64_t[::1] ranks = out
-    cdef double norm = _rank_norm(n_labels, rank_decay)
-    cdef Py_ssize_t t
-    for t in range(size):
-        ranks[t] = _draw_rank(&rng_state[0, 0], n_labels, rank_decay, norm) + 1
-    return out
-
-
-def draw_factors(floating[::1] user, const double[::1] sigma, Py_ssize_t size,
-                 uint64_t[:, ::1] rng_state):
-    """``size`` factor draws with P(f) proportional to |user_f| * sigma_f (-1: all weights 0).
-
-    As in training, a float32 ``user`` is weighted with ``sigma`` rounded to float32.
-    """
-    if user.shape[0] != sigma.shape[0]:
-        raise ValueError("user and sigma must have the same length")
-    out = np.empty(size, dtype=np.int32)
-    cdef int32_t[::1] factors = out
-    cdef float[::1] sigma32 = np.asarray(sigma, dtype=np.float32)
-    cdef AdaptiveView view
-    view.sigma = &sigma[0]
-    view.sigma32 = &sigma32[0]
-    view.n_factors = user.shape[0]
-    cdef Py_ssize_t t
-    for t in range(size):
-        factors[t] = _draw_factor(&user[0], &view, &rng_state[0, 0])
-    return out
-
-
-def draw_negatives(floating[::1] user, AdaptiveSampler adaptive not None,
-                   const int32_t[::1] positives, int sampler, Py_ssize_t size,
-                   uint64_t[:, ::1] rng_state, bint verify=True):
-    """``size`` negatives for one image vector, as training draws them (-1: no negative).
-
-    ``adaptive`` must have been refreshed; for the uniform sampler only its n_labels is used.
-    Also returns the number of draws made (rejected positives included).
-    """
-    if sampler == ADAPTIVE and user.shape[0] != adaptive.n_factors:
-        raise ValueError("user vector length must equal the sampler's n_factors")
-    out = np.empty(size, dtype=np.int32)
-    cdef int32_t[::1] labels = out
-    cdef Positives pos = _as_positives(positives)
-    cdef int64_t draws = 0
-    cdef Py_ssize_t t
-    for t in range(size):
-        labels[t] = _sample_negative(&user[0], pos, sampler, adaptive.view(), adaptive.n_labels,
-                                     verify, &rng_state[0, 0], &draws, -1)
-    return out, draws
-
-
-def pair_update(floating[::1] user, floating[::1] pos, floating[::1] neg, int loss,
-                double learning_rate, double regularization, double margin,
-                double rank_weight=1.0):
-    """One training step on (user, positive, negative) in place; returns the scale used."""
-    cdef int32_t k = user.shape[0]
-    if pos.shape[0] != k or neg.shape[0] != k:
-        raise ValueError("vectors must have the same length")
-    cdef floating s_pos = _dot(&user[0], &pos[0], k)
-    cdef floating s_neg = _dot(&user[0], &neg[0], k)
-    cdef floating scale = _loss_scale(loss, s_pos, s_neg, <floating> margin, <floating> rank_weight)
-    if (scale != 0 or loss == BPR) and &pos[0] != &neg[0]:
-        _pair_step(&user[0], &pos[0], &neg[0], k, scale, <floating> learning_rate,
-                   <floating> regularization)
-    return float(scale)
-
-
-def draw_ranks_parallel(int32_t n_labels, double rank_decay, Py_ssize_t size_per_thread,
-                        uint64_t[:, ::1] rng_states, int num_threads):
-    """Rank draws made inside an OpenMP team, each thread from its own RNG state.
-
-    Returns a (num_threads, size_per_thread) array: row t holds thread t's 1-based ranks.
-    """
-    if not (0 < rank_decay < float("inf")) or n_labels < 1:
-        raise ValueError("need n_labels >= 1 and a positive finite rank_decay")
-    out = np.zeros((num_threads, size_per_thread), dtype=np.int64)
-    cdef int64_t[:, ::1] ranks = out
-    cdef double norm = _rank_norm(n_labels, rank_decay)
-    cdef int t
-    cdef Py_ssize_t i
-    with nogil, parallel(num_threads=num_threads):
-        for t in prange(num_threads, schedule="static", chunksize=1):
-            for i in range(size_per_thread):
-                ranks[t, i] = _draw_rank(&rng_states[t, 0], n_labels, rank_decay, norm) + 1
-    return out
+include "_testing.pxi"

@@ -1,4 +1,5 @@
-/* Dense vector kernels for _sampler.pyx.
+/* Dense vector kernels for _sampler.pyx (declared for Cython in _sampler.pxd; compiler builtins
+ * and build flags are in _platform.h).
  *
  * `omp simd` lets the compiler vectorise the dot-product reductions without -ffast-math (the
  * summation order is fixed at compile time, so results stay reproducible). The update assumes
@@ -90,28 +91,6 @@
         return NAME##_search(user, sigma, n <= VSE_STORED_WEIGHTS ? stored : NULL, n, \
                              (T) (u01 * total));                                \
     }
-
-/* Ask for the cache lines of [p, p + bytes) ahead of use: training touches rows of large
- * arrays in random order, and a miss costs more than the arithmetic on the row. */
-static inline void vse_prefetch(const void* p, long bytes) {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* c = (const char*) p;
-    for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(c + offset, 1, 3);
-#else
-    (void) p; (void) bytes;
-#endif
-}
-
-/* The same for data that is only read (sorted lists, CSR arrays): a read prefetch leaves other
- * threads' cached copies of the line alone, where a write prefetch would take it from them. */
-static inline void vse_prefetch_read(const void* p, long bytes) {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* c = (const char*) p;
-    for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(c + offset, 0, 3);
-#else
-    (void) p; (void) bytes;
-#endif
-}
 
 /* The user half of VSE_STEP: labels stay fixed (folding a new image into a trained model). */
 #define VSE_STEP_USER(NAME, T)                                                  \

@@ -276,26 +276,18 @@ class VSEEns(LabelModel):
             for epoch in range(self.iterations):
                 started = time.perf_counter()
                 epoch_images, epoch_labels = shuffler.shuffle(shuffle_states)
-                stats = _sampler.train_epoch(
+                stats = self._train_pairs(
                     self.user_factors,
                     self.item_factors,
                     indptr,
                     indices,
                     epoch_images,
                     epoch_labels,
-                    LOSSES[self.loss],
-                    SAMPLERS[self.sampler],
-                    adaptive,
-                    self.learning_rate,
-                    self.regularization,
-                    self.margin,
-                    self.max_sampled,
-                    self.verify_negative_samples,
-                    warp_weights,
-                    rng_states,
-                    self._refresh_interval(n_labels),
-                    num_threads,
-                    candidates=self.candidates,
+                    adaptive=adaptive,
+                    warp_weights=warp_weights,
+                    rng_states=rng_states,
+                    refresh_interval=self._refresh_interval(n_labels),
+                    num_threads=num_threads,
                 )
                 elapsed = time.perf_counter() - started
                 self._keep_if_finite(epoch)
@@ -311,6 +303,34 @@ class VSEEns(LabelModel):
                 )
                 if callback is not None:
                     callback(epoch, elapsed, stats)
+
+    def _train_pairs(self, user_factors, item_factors, indptr, indices, pair_images, pair_labels,
+                     *, adaptive, warp_weights, rng_states, refresh_interval, num_threads,
+                     update_labels=True):
+        """One kernel call over the given pairs with this model's loss, sampler and step
+        settings (fit's epochs and fold-in both train through here); returns its counters."""
+        return _sampler.train_epoch(
+            user_factors,
+            item_factors,
+            indptr,
+            indices,
+            pair_images,
+            pair_labels,
+            loss=LOSSES[self.loss],
+            sampler=SAMPLERS[self.sampler],
+            adaptive=adaptive,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            margin=self.margin,
+            max_sampled=self.max_sampled,
+            candidates=self.candidates,
+            verify_negative_samples=self.verify_negative_samples,
+            warp_weights=warp_weights,
+            rng_states=rng_states,
+            refresh_interval=refresh_interval,
+            num_threads=num_threads,
+            update_labels=update_labels,
+        )
 
     def _keep_if_finite(self, epoch):
         """Remember this epoch's factors, or roll back to the last finite ones and raise."""
@@ -467,27 +487,19 @@ class VSEEns(LabelModel):
         order = np.concatenate(
             [generator.permutation(rows.nnz) for _ in range(self.fold_in_iterations)]
         )
-        _sampler.train_epoch(
+        self._train_pairs(
             vectors,
             np.ascontiguousarray(self.item_factors),
             indptr,
             rows.indices,
             pair_images[order],
             rows.indices[order],
-            LOSSES[self.loss],
-            SAMPLERS[self.sampler],
-            adaptive,
-            self.learning_rate,
-            self.regularization,
-            self.margin,
-            self.max_sampled,
-            self.verify_negative_samples,
-            _sampler.warp_rank_weights(n_labels),
-            _sampler.make_rng_states(generator, num_threads),
-            max(1, len(order)),
-            num_threads,
-            False,
-            self.candidates,
+            adaptive=adaptive,
+            warp_weights=_sampler.warp_rank_weights(n_labels),
+            rng_states=_sampler.make_rng_states(generator, num_threads),
+            refresh_interval=max(1, len(order)),
+            num_threads=num_threads,
+            update_labels=False,
         )
         if not scores_finite(vectors, self.item_factors):
             raise DivergenceError(
