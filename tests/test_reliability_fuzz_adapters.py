@@ -111,8 +111,10 @@ def _nuswide_layout(root, content, extra):
     _write(root / "Concepts81.txt", b"sky\nsea\n")
     _write(root / "Groundtruth" / "AllLabels" / "Labels_sky.txt", content)
     _write(root / "Groundtruth" / "AllLabels" / "Labels_sea.txt", b"0\n1\n0\n")
+    # (with a fuzzed image list, the fixed Labels_sea.txt can be the one of the wrong length)
     return [root / "ImageList" / "Imagelist.txt", root / "Concepts81.txt",
-            root / "Groundtruth" / "AllLabels" / "Labels_sky.txt"]
+            root / "Groundtruth" / "AllLabels" / "Labels_sky.txt",
+            root / "Groundtruth" / "AllLabels" / "Labels_sea.txt"]
 
 
 def _nuswide_tags_layout(root, content, extra):
