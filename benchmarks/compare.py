@@ -81,6 +81,9 @@ LIGHTFM_GRID = _grid(alpha=[0.0], learning_rate=[0.02, 0.05, 0.1]) + [
 # grid used with --small-grid (the grid's centre regularisation only). The grids are centred on
 # the validation-tuned defaults of benchmarks/results/defaults.md.
 MODELS = {
+    # VSEEns as shipped: label-composed vectors, bias, AdaGrad, WARP (grid around its defaults)
+    "VSEEns": dict(kind="ours", fixed=OUR_MODELS["VSEEns"],
+                   grid=_grid(regularization=[0.05, 0.01], learning_rate=[0.01, 0.02, 0.05])),
     "VSE-ens": dict(kind="ours", fixed=OUR_MODELS["VSE-ens"],
                     grid=_grid(regularization=[0.03, 0.01],
                                learning_rate=[0.015, 0.03, 0.06])),

@@ -30,11 +30,16 @@ def random_labels(n_images=300, n_labels=60, per_image=4, seed=0):
 
 
 def quick_model(**params):
-    """A small, fast, seeded one-thread VSEEns (``params`` override the settings)."""
-    settings = dict(factors=8, iterations=3, num_threads=1, random_state=0)
+    """A small, fast, seeded one-thread VSEEns (``params`` override the settings), without
+    early stopping, so that every pair trains and every epoch runs."""
+    settings = dict(factors=8, iterations=3, num_threads=1, random_state=0,
+                    early_stopping=False)
     settings.update(params)
     return VSEEns(**settings)
 
+
+#: the free-vector model of the VSE-ens paper's comparison: no bias, plain SGD
+FREE = dict(image_vectors="free", label_bias=False, learning_schedule="sgd")
 
 #: every loss x sampler combination the engine trains
 CONFIGS = [

@@ -23,7 +23,7 @@ from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
-NON_LIGHTFM = ["VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
+NON_LIGHTFM = ["VSEEns", "VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
                "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25", "EASE",
                "co-occurrence", "popularity"]
 

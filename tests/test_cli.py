@@ -90,7 +90,7 @@ def test_fit_writes_one_npz_without_pickle_with_ids_and_format_version(workdir):
         assert str(stored["model.format"]) == "vse-recsys VSEEns"
         assert len(stored["image_ids"]) == N_IMAGES
         assert len(stored["label_ids"]) == len(stored["label_names"]) == N_LABELS
-        assert stored["model.user_factors"].shape == (N_IMAGES, 16)
+        assert stored["model.user_factors"].shape == (N_IMAGES, 16 + 1)  # (+ the bias column)
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
 
 
@@ -250,7 +250,8 @@ ERRORS = {
     "fit-learning-rate-nan": ["fit", "pairs.csv", "-o", "m", "--learning-rate", "nan"],
     "fit-iterations-negative": ["fit", "pairs.csv", "-o", "m", "--iterations", "-3"],
     "fit-unknown-loss": ["fit", "pairs.csv", "-o", "m", "--loss", "hinged"],
-    "fit-warp-adaptive": ["fit", "pairs.csv", "-o", "m", "--loss", "warp"],
+    "fit-warp-adaptive": ["fit", "pairs.csv", "-o", "m", "--loss", "warp", "--sampler",
+                          "adaptive"],
     "fit-threads-negative": ["fit", "pairs.csv", "-o", "m", "--threads", "-2"],
     "fit-rank-decay-zero": ["fit", "pairs.csv", "-o", "m", "--rank-decay", "0"],
     "fit-unknown-option": ["fit", "pairs.csv", "-o", "m", "--epochs", "3"],

@@ -213,7 +213,9 @@ def test_training_draws_harder_negatives_with_the_adaptive_sampler():
 
     data = generate_image_labels(n_images=2000, n_labels=300, labels_per_image=4,
                                  random_state=0).user_items
-    model = VSEEns(factors=16, iterations=10, num_threads=1, random_state=0)
+    model = VSEEns(factors=16, iterations=10, num_threads=1, random_state=0,
+                   image_vectors="free", label_bias=False, learning_schedule="sgd",
+                   early_stopping=False)
     model.fit(data, show_progress=False)
     indptr = data.indptr.astype(np.int64)
     pair_users = np.repeat(np.arange(data.shape[0], dtype=np.int32), np.diff(indptr))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from strategies import CONFIGS, quick_model, random_labels
+from strategies import CONFIGS, FREE, quick_model, random_labels
 from vse_recsys import VSEEns
 from vse_recsys.model import DivergenceError
 
@@ -70,7 +70,7 @@ def test_refit_continues_from_the_fitted_factors():
 def test_epoch_statistics_and_callback():
     user_items = random_labels()
     seen = []
-    model = quick_model(iterations=2).fit(
+    model = quick_model(iterations=2, loss="hinge", sampler="adaptive").fit(
         user_items, show_progress=False, callback=lambda *args: seen.append(args)
     )
     assert [epoch for epoch, _, _ in seen] == [0, 1]
@@ -87,7 +87,18 @@ def test_epoch_statistics_and_callback():
 def test_progress_bar_shows_training_health(capsys):
     quick_model(iterations=1).fit(random_labels(), show_progress=True)
     err = capsys.readouterr().err
-    assert "violated=" in err and "skipped=" in err
+    assert "violated=" in err and "skipped=" in err and "unviolated=" in err  # (WARP)
+    quick_model(iterations=2, early_stopping=True).fit(random_labels(), show_progress=True)
+    assert "val_map=" in capsys.readouterr().err
+
+
+def test_a_log_gets_one_progress_line_per_epoch(capsys):
+    """Without a terminal tqdm writes a line per refresh: the postfix must not add one."""
+    quick_model(iterations=3).fit(random_labels(), show_progress=True)
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+             if "VSEEns" in line and "it/s" in line or "s/it" in line]
+    epochs = [line.split("|")[2].split("[")[0].strip() for line in lines if "/3" in line]
+    assert len(epochs) == len(set(epochs)), lines  # no epoch shown twice
 
 
 def test_images_without_labels_keep_valid_factors():
@@ -116,22 +127,28 @@ def test_without_verification_training_still_works():
     assert np.isfinite(model.item_factors).all()
 
 
-def test_divergence_raises_and_keeps_the_last_completed_epoch():
+@pytest.mark.parametrize("vectors", ["free", "labels"])
+def test_divergence_raises_and_keeps_the_last_completed_epoch(vectors):
     snapshots = []
+    trained = "user_factors" if vectors == "free" else "label_inputs"
 
     def blow_up_after_two_epochs(epoch, seconds, stats):
-        snapshots.append((model.user_factors.copy(), model.item_factors.copy()))
+        snapshots.append((getattr(model, trained).copy(), model.item_factors.copy()))
         if epoch == 1:
             model.learning_rate = 1e30  # read by the next epoch
 
-    model = quick_model(loss="hinge", sampler="uniform", iterations=5)
-    with pytest.raises(DivergenceError, match=r"epoch 3 of 5: .*lower learning_rate"):
+    settings = FREE if vectors == "free" else {}
+    model = quick_model(loss="hinge", sampler="uniform", iterations=5, **settings)
+    with pytest.raises(DivergenceError, match=r"epoch 3 of 5: .*(lower learning_rate|lower "
+                                              r"regularization or learning_rate)"):
         model.fit(random_labels(), show_progress=False, callback=blow_up_after_two_epochs)
     assert len(snapshots) == 2
-    np.testing.assert_array_equal(model.user_factors, snapshots[-1][0])
-    np.testing.assert_array_equal(model.item_factors, snapshots[-1][1])
+    np.testing.assert_array_equal(getattr(model, trained), snapshots[-1][0])
+    unused = np.asarray(random_labels().sum(axis=0) == 0).ravel()  # (zeroed after training)
+    np.testing.assert_array_equal(model.item_factors[~unused], snapshots[-1][1][~unused])
 
-    fresh = quick_model(loss="hinge", sampler="uniform", learning_rate=1e30, iterations=5)
+    fresh = quick_model(loss="hinge", sampler="uniform", learning_rate=1e30, iterations=5,
+                        **settings)
     with pytest.raises(DivergenceError, match="epoch 1 of 5"):
         fresh.fit(random_labels(), show_progress=False)
     assert fresh.user_factors is None and fresh.item_factors is None  # no epoch completed
@@ -166,7 +183,20 @@ def test_bad_parameters_are_explained(params, message):
 
 def test_every_constructor_argument_has_a_default():
     model = VSEEns()
-    assert model.loss == "hinge" and model.sampler == "adaptive"
+    assert model.loss == "warp" and model.sampler == "uniform"
+    assert model.image_vectors == "labels" and model.label_bias and model.early_stopping
+
+
+def test_the_papers_configuration_is_one_call_away():
+    model = VSEEns.paper(random_state=0)
+    assert (model.image_vectors, model.label_bias, model.loss, model.sampler) == (
+        "free", False, "hinge", "adaptive")
+    assert (model.factors, model.learning_rate, model.regularization, model.init_scale) == (
+        100, 0.01, 0.01, 0.01)
+    assert model.learning_schedule == "sgd" and not model.early_stopping
+    assert VSEEns.paper(factors=8).factors == 8  # overrides on top
+    model.set_params(iterations=2).fit(random_labels(), show_progress=False)
+    assert model.user_factors.shape == (300, 100) and model.label_inputs is None
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -226,9 +256,12 @@ def test_recommend_rejects_bad_calls_with_clear_errors():
     unfitted = VSEEns()
     with pytest.raises(ValueError, match="not fitted"):
         unfitted.recommend(0, user_items[0])
-    model = _fit(user_items)
+    model = quick_model(iterations=1, **FREE).fit(user_items, show_progress=False)
     with pytest.raises(IndexError, match="userid 300 is out of range: the model has 300 images"):
         model.recommend(300, user_items[0])
+    composed = _fit(user_items)  # scores an image from its labels: any userid will do
+    np.testing.assert_array_equal(composed.recommend(300, user_items[0])[0],
+                                  composed.recommend(0, user_items[0])[0])
     with pytest.raises(IndexError, match="userid -1 is out of range"):
         model.recommend(np.array([0, -1]), user_items[:2])
     with pytest.raises(ValueError, match="61 columns but the model knows 60 labels"):
@@ -270,7 +303,7 @@ def test_partial_fit_users_updates_and_grows_the_model():
     model = VSEEns(factors=2, iterations=100, regularization=0.03, rank_decay=1.0,
                    num_threads=1, random_state=7).fit(user_items, show_progress=False)
     model.partial_fit_users([N + 2, 3], user_items[[6, 3]])
-    assert model.user_factors.shape == (N + 3, 2)
+    assert model.user_factors.shape == (N + 3, 2 + 1)  # (+ the bias column)
     np.testing.assert_array_equal(model.user_factors[N], 0)  # the gap gets zero vectors
     ids, _ = model.recommend(N + 2, user_items[6], N=1)
     assert ids[0] == 6

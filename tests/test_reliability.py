@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from strategies import CONFIGS, random_labels
+from strategies import CONFIGS, FREE, random_labels
 from vse_recsys import VSEEns, _sampler, memory
 from vse_recsys.memory import InsufficientMemoryError
 from vse_recsys.model import DivergenceError
@@ -38,9 +38,10 @@ def _interrupt_soon(sent):
 @pytest.mark.parametrize("sampler, loss", [("adaptive", "hinge"), ("uniform", "warp")])
 def test_ctrl_c_keeps_the_last_completed_epoch(threads, sampler, loss):
     user_items = random_labels(n_images=40_000, n_labels=2_000, per_image=8)
+    used = np.asarray(user_items.sum(axis=0)).ravel() > 0  # (unused labels are zeroed after)
     snapshots, sent = [], threading.Event()
     model = VSEEns(factors=32, iterations=10_000, num_threads=threads, sampler=sampler,
-                   loss=loss, learning_rate=0.01, random_state=0)
+                   loss=loss, learning_rate=0.01, random_state=0, early_stopping=False)
 
     def callback(epoch, *_):
         snapshots.append(model.item_factors.copy())
@@ -53,41 +54,66 @@ def test_ctrl_c_keeps_the_last_completed_epoch(threads, sampler, loss):
         model.fit(user_items, show_progress=False, callback=callback)
 
     assert len(snapshots) >= 2 and sent.is_set()
-    np.testing.assert_array_equal(model.item_factors, snapshots[-1])
+    np.testing.assert_array_equal(model.item_factors[used], snapshots[-1][used])
     assert np.isfinite(model.user_factors).all()
     ids, _ = model.recommend(0, user_items[0], N=3)  # still usable
     assert len(ids) == 3
 
 
-def test_ctrl_c_in_the_first_epoch_leaves_a_new_model_unfitted():
+def test_ctrl_c_with_early_stopping_keeps_the_best_epoch_so_far():
+    user_items = random_labels(n_images=4_000, n_labels=300, per_image=6)
+    best, sent = {}, threading.Event()
+    model = VSEEns(factors=16, iterations=10_000, num_threads=1, random_state=0)
+
+    def callback(epoch, _seconds, stats):
+        if stats["validation_map"] >= max(model.validation_scores_):
+            best["inputs"] = model.label_inputs.copy()
+        if epoch == 3:
+            _interrupt_soon(sent)
+        elif epoch > 3:
+            sent.wait()
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(user_items, show_progress=False, callback=callback)
+    np.testing.assert_array_equal(model.label_inputs, best["inputs"])
+    assert model.best_iteration_ == int(np.argmax(model.validation_scores_)) + 1
+
+
+@pytest.mark.parametrize("vectors", ["labels", "free"])
+def test_ctrl_c_in_the_first_epoch_leaves_a_new_model_unfitted(vectors):
     import _thread
 
     user_items = random_labels(n_images=2_000, n_labels=200, per_image=5)
-    model = VSEEns(factors=8, iterations=3, num_threads=1, random_state=0)
-    real_epoch = _sampler.train_epoch
+    model = VSEEns(factors=8, iterations=3, num_threads=1, random_state=0,
+                   image_vectors=vectors)
+    kernel = "train_epoch" if vectors == "free" else "train_composed_epoch"
+    real_epoch = getattr(_sampler, kernel)
 
     def interrupted_epoch(*args, **kwargs):
         _thread.interrupt_main()  # pending before the kernel starts: raised in it or before
         return real_epoch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_sampler, "train_epoch", interrupted_epoch)
+        patch.setattr(_sampler, kernel, interrupted_epoch)
         with pytest.raises(KeyboardInterrupt):
             model.fit(user_items, show_progress=False)
     assert model.user_factors is None and model.item_factors is None
-    assert model.fit_history == []
+    assert model.label_inputs is None and model.fit_history == []
 
 
 # -- divergence -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("vectors", [FREE, {}], ids=["free", "composed"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['loss']}-{c['sampler']}")
 @pytest.mark.parametrize("learning_rate", [1e3, 1e15, 1e38])
 def test_divergence_is_an_error_naming_the_epoch_and_never_reaches_recommend(config,
-                                                                            learning_rate):
+                                                                            learning_rate,
+                                                                            vectors):
     user_items = random_labels()
-    model = VSEEns(factors=8, iterations=6, num_threads=1, random_state=0,
-                   learning_rate=learning_rate, init_scale=1.0, regularization=0, **config)
+    model = VSEEns(factors=8, iterations=6, num_threads=1, random_state=0, early_stopping=False,
+                   learning_rate=learning_rate, init_scale=1.0, regularization=0, **config,
+                   **vectors)
     snapshots = []
     try:
         model.fit(user_items, show_progress=False,
@@ -110,12 +136,14 @@ def test_divergence_is_an_error_naming_the_epoch_and_never_reaches_recommend(con
     _, scores = model.recommend(np.arange(300), user_items, N=5)
     assert np.isfinite(scores).all()
     # folding in a new image trains with the same learning rate: a clear error or finite
+    # (a composed vector is computed from the labels, without a learning rate)
     try:
         _, scores = model.recommend(0, user_items[0], N=5, recalculate_user=True)
     except DivergenceError as error:
         assert re.search(r"folding in 1 images diverged .*lower learning_rate", str(error))
     else:
-        assert np.isfinite(scores).all() and learning_rate < 1e38
+        assert np.isfinite(scores).all()
+        assert learning_rate < 1e38 or model.image_vectors == "labels"
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -126,8 +154,11 @@ def test_divergence_is_an_error_naming_the_epoch_and_never_reaches_recommend(con
     [
         ((6_000, 800, 5), dict()),
         ((600, 6_000, 20), dict()),
-        ((6_000, 800, 5), dict(sampler="uniform", loss="warp")),
+        ((6_000, 800, 5), dict(sampler="adaptive", loss="hinge")),
         ((600, 6_000, 20), dict(dtype=np.float64, num_threads=2)),
+        ((6_000, 800, 5), dict(early_stopping=False, image_vectors="labels+free")),
+        ((6_000, 800, 5), dict(FREE, sampler="adaptive", loss="hinge", early_stopping=False)),
+        ((600, 6_000, 20), dict(FREE, sampler="uniform", loss="warp", early_stopping=False)),
     ],
 )
 def test_the_memory_estimate_bounds_what_fit_allocates_and_is_tight(shape, params):
@@ -135,8 +166,9 @@ def test_the_memory_estimate_bounds_what_fit_allocates_and_is_tight(shape, param
     user_items = random_labels(n_images, n_labels, per_image)
     settings = dict(factors=16, iterations=2, num_threads=1, random_state=0)
     model = VSEEns(**{**settings, **params})
+    most = int(np.diff(user_items.indptr).max())
     for continuing in (False, True):  # a second fit reuses the factors
-        estimate = model.estimate_memory(n_images, n_labels, user_items.nnz)
+        estimate = model.estimate_memory(n_images, n_labels, user_items.nnz, most)
         tracemalloc.start()  # numpy reports its allocations to tracemalloc
         try:
             model.fit(user_items, show_progress=False)
@@ -148,8 +180,9 @@ def test_the_memory_estimate_bounds_what_fit_allocates_and_is_tight(shape, param
 
 def test_fit_fails_fast_with_the_estimate_when_memory_is_short(monkeypatch):
     user_items = random_labels(n_images=20_000, n_labels=1_000, per_image=5)
-    model = VSEEns(factors=64, num_threads=1, random_state=0)
-    estimate = model.estimate_memory(*user_items.shape, user_items.nnz)
+    model = VSEEns(factors=64, num_threads=1, random_state=0, loss="hinge", sampler="adaptive")
+    estimate = model.estimate_memory(*user_items.shape, user_items.nnz,
+                                     int(np.diff(user_items.indptr).max()))
     monkeypatch.setattr(memory, "available_memory", lambda: estimate.total // 2)
     tracemalloc.start()
     try:
@@ -173,17 +206,25 @@ def test_fit_fails_fast_with_the_estimate_when_memory_is_short(monkeypatch):
 
 
 def test_the_estimate_grows_with_each_term():
-    model = VSEEns(factors=32, num_threads=1)
+    model = VSEEns(factors=32, num_threads=1, sampler="adaptive", loss="hinge", **FREE,
+                   early_stopping=False)
     base = model.estimate_memory(10_000, 1_000, 50_000)
     assert set(base.terms) == {"training matrix", "factors", "initialisation", "pairs",
-                               "adaptive sampler", "WARP weights", "divergence check", "other"}
+                               "visit scratch", "validation pairs", "validation scoring",
+                               "validation split", "image vectors", "adaptive sampler",
+                               "WARP weights", "divergence check", "other"}
     assert base.terms["factors"] == 2 * (10_000 + 1_000) * 32 * 4
     assert base.terms["adaptive sampler"] == 12 * 32 * 1_000 + 8 * 1_000 + 3 * 2048 * 4
+    assert base.terms["validation split"] == base.terms["image vectors"] == 0
+    composed = VSEEns(factors=32, num_threads=1).estimate_memory(10_000, 1_000, 50_000)
+    # label inputs and vectors (with the bias column), their copy and AdaGrad's sums
+    assert composed.terms["factors"] == 3 * 1_000 * (32 + 33) * 4
+    assert composed.terms["validation split"] > 0 and composed.terms["image vectors"] > 0
     assert model.estimate_memory(20_000, 1_000, 50_000).total > base.total
     assert model.estimate_memory(10_000, 1_000, 100_000).total > base.total
     assert VSEEns(factors=32, num_threads=1, dtype=np.float64).estimate_memory(
         10_000, 1_000, 50_000).total > base.total
-    uniform = VSEEns(factors=32, num_threads=1, sampler="uniform")
+    uniform = VSEEns(factors=32, num_threads=1, sampler="uniform", **FREE)
     assert uniform.estimate_memory(10_000, 1_000, 50_000).terms["adaptive sampler"] == 0
     assert "MiB" in str(base) and "pairs" in str(base)
 

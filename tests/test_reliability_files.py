@@ -28,7 +28,10 @@ USER_ITEMS = random_labels(n_images=30, n_labels=12, per_image=3)
 
 @pytest.fixture(scope="module")
 def fitted():
-    return VSEEns(factors=4, iterations=2, num_threads=1, random_state=0).fit(
+    """A free-vector model without bias: the file layout of versions 1 and 2, whose checks the
+    damaged files below exercise (the composed model's own arrays: further below)."""
+    return VSEEns(factors=4, iterations=2, num_threads=1, random_state=0, image_vectors="free",
+                  label_bias=False, learning_schedule="sgd", early_stopping=False).fit(
         USER_ITEMS, show_progress=False
     )
 
@@ -432,3 +435,55 @@ def test_saving_into_a_missing_folder_names_the_path_given(fitted, tmp_path):
     with pytest.raises(FileNotFoundError) as caught:
         fitted.save(target)
     assert str(target) in str(caught.value) and ".tmp" not in str(caught.value)
+
+
+# -- the composed model's arrays ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vectors", ["labels", "labels+free"])
+def test_composed_models_round_trip_with_their_label_inputs(tmp_path, vectors):
+    model = VSEEns(factors=4, iterations=2, num_threads=1, random_state=0,
+                   image_vectors=vectors).fit(USER_ITEMS, show_progress=False)
+    model.save(tmp_path / "composed.npz")
+    loaded = VSEEns.load(tmp_path / "composed.npz")
+    for name in ("user_factors", "item_factors", "label_inputs", "free_factors"):
+        if getattr(model, name) is None:
+            assert getattr(loaded, name) is None
+        else:
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    assert loaded.get_params() == model.get_params()
+    new = sp.csr_matrix(([1.0, 1.0], ([0, 0], [2, 5])), shape=(1, 12))
+    np.testing.assert_array_equal(loaded.recommend(0, new, N=4)[0], model.recommend(0, new, N=4)[0])
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(label_inputs=None), "but no label_inputs"),
+    (dict(label_inputs=np.zeros((11, 4), F32)), "label_inputs and item_factors must have a row"),
+    (dict(label_inputs=np.zeros((12, 5), F32)), "label_inputs has 5 columns but the model has "
+                                                "factors=4"),
+    (dict(user_factors=np.zeros((30, 5), F32)), "last column of user_factors must be 1"),
+    (dict(item_factors=np.zeros((12, 4), F32)), "item_factors has 4 columns but the model has "
+                                                "factors=4 and a bias column"),
+])
+def test_damaged_composed_model_files_are_explained(tmp_path, changes, message):
+    model = VSEEns(factors=4, iterations=1, num_threads=1, random_state=0).fit(
+        USER_ITEMS, show_progress=False)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **_bad(_arrays(model), **changes))
+    with pytest.raises(ModelFileError, match=message):
+        VSEEns.load(path)
+
+
+def test_files_of_versions_1_and_2_load_as_the_free_vector_models_they_were(fitted, tmp_path):
+    arrays = _bad(_arrays(fitted), format=None, format_version=None)
+    for name in ("image_vectors", "label_bias", "learning_schedule", "early_stopping",
+                 "composition_exponent", "label_dropout", "validation_fraction",
+                 "n_iter_no_change"):
+        arrays.pop(name, None)
+    np.savez(tmp_path / "v1.npz", **{k: v for k, v in arrays.items() if k != "candidates"})
+    np.savez(tmp_path / "v2.npz", **arrays, format_version=np.int64(2))
+    for version in ("v1", "v2"):
+        loaded = VSEEns.load(tmp_path / f"{version}.npz")
+        assert (loaded.image_vectors, loaded.label_bias, loaded.learning_schedule) == (
+            "free", False, "sgd")
+        _assert_same(fitted, loaded)

@@ -141,8 +141,9 @@ def test_fit_refuses_bad_matrices_or_trains_as_on_the_canonical_matrix(case, par
     else:
         model = _fit(matrix, **params)
         n_images, n_labels = positives.shape
-        assert model.user_factors.shape == (n_images, 3)
-        assert model.item_factors.shape == (n_labels, 3)
+        width = 3 + model.label_bias  # (the bias column)
+        assert model.user_factors.shape == (n_images, width)
+        assert model.item_factors.shape == (n_labels, width)
         assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
         if model.num_threads == 1:  # deterministic: the same model as from the canonical input
             canonical = _fit(sp.csr_matrix(positives.astype(np.float32)), **params)
@@ -206,7 +207,9 @@ def small_model():
     positives = np.random.default_rng(3).random((8, 6)) < 0.4
     positives[2] = True  # an image with every label
     positives[5] = False  # and one with none
-    model = _fit(sp.csr_matrix(positives.astype(np.float32)), factors=4, iterations=5)
+    # free image vectors: the stored ones are looked up by userid, so its range is checked too
+    model = _fit(sp.csr_matrix(positives.astype(np.float32)), factors=4, iterations=5,
+                 image_vectors="free")
     return model, positives
 
 
@@ -278,4 +281,5 @@ def test_folding_in_accepts_the_same_inputs_as_fit(small_model, case):
                                            sp.csr_matrix(positives.astype(np.float32)))
     np.testing.assert_array_equal(vectors, canonical)
     assert np.isfinite(vectors).all()
-    assert not vectors[~positives.any(axis=1)].any()  # no known label: a zero vector
+    # no known label: a zero vector (and 1 for the bias entry)
+    assert not vectors[~positives.any(axis=1), : model.factors].any()

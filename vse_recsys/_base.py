@@ -89,8 +89,9 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
     ):
         self._check_fitted()
         recalculate_user = recalculate_user or self._scores_from_rows
-        if not recalculate_user:  # images scored from their labels need not be in the model
-            check_ids("userid", userid, self.user_factors.shape[0], "images")
+        # images scored from their labels need not be in the model, but ids are integers
+        count = np.iinfo(np.int64).max if recalculate_user else self.user_factors.shape[0]
+        check_ids("userid", userid, count, "images")
         if user_items is not None and scipy.sparse.issparse(user_items):
             if user_items.shape[1] != self.item_factors.shape[0]:
                 raise ValueError(

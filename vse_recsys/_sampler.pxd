@@ -99,7 +99,25 @@ cdef struct EpochSettings:
     int candidates                  # hinge, BPR: negatives drawn per pair, the best one trains
     bint verify                     # redraw a sampled label that is a positive of the image
     bint update_labels              # False: only image vectors move (fold-in)
+    bint bias                       # the vectors' last entry is a label bias (the image's is 1)
     const double* warp_weights      # WARP: step weight per estimated rank (n_labels entries)
+
+
+# A step's AdaGrad accumulators: those of the image vector and the two label vectors, and a
+# scratch of 2 n_factors values (void*: float or double, as the factors are).
+cdef struct StepSums:
+    void* user
+    void* positive
+    void* negative
+    void* scratch
+
+
+# How the label-composed model builds an image's vector (see _composed.pxi).
+cdef struct ComposedSettings:
+    double exponent                 # alpha: a sum of m label inputs is scaled by m^-alpha
+    double dropout                  # chance a label is left out of one visit's sum
+    int32_t n_inputs                # k, the label inputs' width (label vectors: k + bias)
+    bint bias                       # the label vectors' last column is a per-label bias
 
 
 # When the adaptive sampler is refreshed during an epoch; shared by all threads, so only ever
@@ -131,6 +149,16 @@ cdef extern from "_vector.h" nogil:
                             double* squares) noexcept
     void vse_refresh_keys_d(const double* factors, int n, int k, uint32_t* keys, double* sum,
                             double* squares) noexcept
+    void vse_ascend_f(float* x, float* acc, const float* d, int n, float scale, float lr,
+                      float reg) noexcept
+    void vse_ascend_d(double* x, double* acc, const double* d, int n, double scale, double lr,
+                      double reg) noexcept
+    void vse_scaled_difference_f(float* out, const float* a, const float* b, int n,
+                                 float scale) noexcept
+    void vse_scaled_difference_d(double* out, const double* a, const double* b, int n,
+                                 double scale) noexcept
+    void vse_axpy_f(float* out, const float* a, int n, float scale) noexcept
+    void vse_axpy_d(double* out, const double* a, int n, double scale) noexcept
 
 cdef extern from "_platform.h" nogil:
     int VSE_RECSYS_BOUNDSCHECK

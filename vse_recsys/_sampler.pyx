@@ -14,6 +14,10 @@ typed arrays and scalars. It is one extension module, built from these files:
     ``AdaptiveSampler``: per-factor label orders and spreads, and their refresh.
 ``_shuffle.pxi``
     ``PairShuffler``: each epoch's fresh random order of the pairs.
+``_composed.pxi``
+    The label-composed model's epoch: an image's vector summed from its labels' inputs.
+``_foldin.pxi``
+    Folding new images into a free-vector model, each image on its own random stream.
 ``_testing.pxi``
     Small ``def`` wrappers so that tests can call the samplers and the step directly; training
     never goes through them.
@@ -23,7 +27,7 @@ typed arrays and scalars. It is one extension module, built from these files:
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport ceil, exp, expm1, log1p, sqrt
+from libc.math cimport ceil, exp, expm1, log1p, pow, sqrt
 from libc.string cimport memcpy, memset
 
 cimport openmp
@@ -38,6 +42,11 @@ BOUNDSCHECK = bool(VSE_RECSYS_BOUNDSCHECK)
 # takes a uniformly drawn negative instead (exact, O(#positives)); see _sample_negative.
 cdef enum:
     MAX_REJECTIONS = 32
+
+# What _choose_negative returns instead of a label when a pair has none to train against
+cdef enum:
+    NO_NEGATIVE = -1               # the image has every label
+    NO_VIOLATOR = -2               # WARP: no negative violated the margin in max_sampled draws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +290,8 @@ cdef inline int32_t _choose_negative(const floating* user, int32_t positive,
                                      const AdaptiveView* view, uint64_t* rng, int32_t candidate,
                                      int64_t* draws, floating* negative_score,
                                      floating* rank_weight) noexcept nogil:
-    """The negative to train (``user``, ``positive``) against, or -1: none (the pair is skipped).
+    """The negative to train (``user``, ``positive``) against; -1 when the image has no
+    negative, -2 when WARP's search found no violator in ``max_sampled`` draws.
 
     ``user`` is any image vector, ``positives`` the labels that are not negatives for it and
     ``positive_score`` its score for ``positive``. WARP searches uniform draws for a violator
@@ -300,6 +310,9 @@ cdef inline int32_t _choose_negative(const floating* user, int32_t positive,
         if negative >= 0:
             rank_weight[0] = <floating> settings.warp_weights[
                 max(<int32_t> ((settings.n_labels - 1) / tried), 1)]
+        elif positives.count < settings.n_labels:
+            draws[0] += pair_draws
+            return NO_VIOLATOR
     else:
         negative = _sample_negative(user, positives, settings.sampler, view, settings.n_labels,
                                     settings.verify, rng, &pair_draws, candidate)
@@ -361,24 +374,81 @@ cdef inline bint _takes_step(int loss, floating scale) noexcept nogil:
     return scale != 0 or loss == BPR
 
 
+cdef inline void _ascend(floating* x, floating* accumulator, const floating* direction,
+                         int32_t n, floating scale, floating learning_rate,
+                         floating regularization) noexcept nogil:
+    """x along scale * direction, with L2; AdaGrad when ``accumulator`` is not NULL."""
+    if floating is float:
+        vse_ascend_f(x, accumulator, direction, n, scale, learning_rate, regularization)
+    else:
+        vse_ascend_d(x, accumulator, direction, n, scale, learning_rate, regularization)
+
+
+cdef inline void _scaled_difference(floating* out, const floating* a, const floating* b,
+                                    int32_t n, floating scale) noexcept nogil:
+    if floating is float:
+        vse_scaled_difference_f(out, a, b, n, scale)
+    else:
+        vse_scaled_difference_d(out, a, b, n, scale)
+
+
+cdef inline void _add_scaled(floating* out, const floating* a, int32_t n,
+                             floating scale) noexcept nogil:
+    if floating is float:
+        vse_axpy_f(out, a, n, scale)
+    else:
+        vse_axpy_d(out, a, n, scale)
+
+
+cdef inline floating* _row_or_null(floating* base, int64_t row, int32_t width) noexcept nogil:
+    return NULL if base == NULL else base + row * width
+
+
+cdef inline void _adagrad_pair_step(floating* user, floating* pos, floating* neg,
+                                    floating* user_sums, floating* pos_sums, floating* neg_sums,
+                                    int32_t n, floating scale, floating learning_rate,
+                                    floating regularization, bint update_labels,
+                                    floating* scratch) noexcept nogil:
+    """_pair_step with AdaGrad accumulators (LightFM's schedule): each vector moves along its
+    gradient, from the old values of the other two (``scratch``: 2 n floats)."""
+    cdef floating* old_user = scratch
+    cdef floating* direction = scratch + n
+    memcpy(old_user, user, n * sizeof(floating))
+    _scaled_difference(direction, pos, neg, n, 1)
+    _ascend(user, user_sums, direction, n, scale, learning_rate, regularization)
+    if update_labels:
+        _ascend(pos, pos_sums, old_user, n, scale, learning_rate, regularization)
+        _ascend(neg, neg_sums, old_user, n, -scale, learning_rate, regularization)
+
+
 cdef inline bint _loss_step(floating* user, floating* pos, floating* neg,
                             floating positive_score, floating negative_score,
-                            floating rank_weight, const EpochSettings* settings) noexcept nogil:
-    """One SGD step on (``user``, ``pos``, ``neg``) scaled by the loss; False if there is none.
+                            floating rank_weight, const EpochSettings* settings,
+                            const StepSums* sums) noexcept nogil:
+    """One step on (``user``, ``pos``, ``neg``) scaled by the loss; False if there is none.
 
     The scores are the ones the negative was chosen with. Without ``update_labels`` only
-    ``user`` moves.
+    ``user`` moves; with ``sums`` (AdaGrad accumulators of the three vectors and a scratch of
+    2 n_factors) the step is AdaGrad's, else SGD's. With a bias the image vector's last entry
+    stays 1.
     """
     cdef floating scale = _loss_scale(settings.loss, positive_score, negative_score,
                                       <floating> settings.margin, rank_weight)
+    cdef int32_t n = settings.n_factors
+    cdef floating lr = <floating> settings.learning_rate
+    cdef floating reg = <floating> settings.regularization
     if not _takes_step(settings.loss, scale):
         return False
-    if settings.update_labels:
-        _pair_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
-                   <floating> settings.regularization)
+    if sums != NULL:
+        _adagrad_pair_step(user, pos, neg, <floating*> sums.user, <floating*> sums.positive,
+                           <floating*> sums.negative, n, scale, lr, reg, settings.update_labels,
+                           <floating*> sums.scratch)
+    elif settings.update_labels:
+        _pair_step(user, pos, neg, n, scale, lr, reg)
     else:
-        _user_step(user, pos, neg, settings.n_factors, scale, <floating> settings.learning_rate,
-                   <floating> settings.regularization)
+        _user_step(user, pos, neg, n, scale, lr, reg)
+    if settings.bias:
+        user[n - 1] = 1
     return True
 
 
@@ -427,7 +497,8 @@ cdef enum:
     DRAWS = 3
     SEEN = 4
     CHUNKS = 5
-
+    PAIRS = 6                      # (the composed epoch: pairs of the images it visited)
+    UNVIOLATED = 7                 # WARP: pairs whose search found no violator
 
 # A thread's draw-ahead pipeline within a chunk. The first candidate negatives are drawn ahead,
 # so that their cache misses overlap the arithmetic of the pairs before them.
@@ -470,8 +541,14 @@ cdef int _train_chunk(floating[:, ::1] user_factors, floating[:, ::1] item_facto
                       const int64_t[::1] indptr, const int32_t[::1] indices,
                       const int32_t[::1] pair_users, const int32_t[::1] pair_labels,
                       int64_t start, int64_t stop, EpochSettings settings,
-                      const AdaptiveView* view, uint64_t* rng, int64_t* counts) except -1 nogil:
+                      const AdaptiveView* view, uint64_t* rng, int64_t* counts,
+                      floating* user_sums, floating* item_sums,
+                      floating* scratch) except -1 nogil:
     """Train the pairs start..stop - 1 in order on one thread, adding to its ``counts``.
+
+    ``user_sums`` / ``item_sums`` are the AdaGrad accumulators of the two factor matrices
+    (NULL: SGD; ``item_sums`` may be NULL when labels are fixed), ``scratch`` this thread's
+    2 n_factors values for AdaGrad's step.
 
     This is where the caller's pair arrays are indexed: in the bounds-checked build an image or
     label out of range raises IndexError here, and ``except -1`` carries it to train_epoch (a
@@ -489,8 +566,11 @@ cdef int _train_chunk(floating[:, ::1] user_factors, floating[:, ::1] item_facto
     cdef floating positive_score, negative_score, rank_weight
     cdef Positives positives
     cdef DrawAhead ahead
+    cdef StepSums sums
+    cdef int32_t k = settings.n_factors
     ahead.pending = -1
     ahead.slot = NULL
+    sums.scratch = scratch
     for j in range(start, stop):
         if j + PREFETCH_AHEAD < n_pairs:
             image = pair_users[j + PREFETCH_AHEAD]
@@ -512,12 +592,17 @@ cdef int _train_chunk(floating[:, ::1] user_factors, floating[:, ::1] item_facto
                                     &settings, view, rng, candidate, &counts[DRAWS],
                                     &negative_score, &rank_weight)
         if negative < 0:
-            counts[SKIPPED] += 1
+            counts[UNVIOLATED if negative == NO_VIOLATOR else SKIPPED] += 1
             continue
         counts[VIOLATIONS] += _violation(<floating> settings.margin, positive_score,
                                          negative_score) > 0
+        if user_sums != NULL:
+            sums.user = user_sums + <int64_t> image * k
+            sums.positive = _row_or_null(item_sums, pair_labels[j], k)
+            sums.negative = _row_or_null(item_sums, negative, k)
         counts[UPDATES] += _loss_step(user, positive, &item_factors[negative, 0], positive_score,
-                                      negative_score, rank_weight, &settings)
+                                      negative_score, rank_weight, &settings,
+                                      &sums if user_sums != NULL else NULL)
     return 0
 
 
@@ -555,7 +640,8 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
                 int max_sampled, bint verify_negative_samples,
                 const double[::1] warp_weights, uint64_t[:, ::1] rng_states,
                 int64_t refresh_interval, int num_threads, bint update_labels=True,
-                int candidates=1):
+                int candidates=1, bint bias=False, floating[:, ::1] user_sums=None,
+                floating[:, ::1] item_sums=None):
     """Train on every (image, label) pair given, in the order given; Hogwild across threads.
 
     The data (the factors, the CSR ``indptr`` / ``indices`` of every image's positives and the
@@ -569,15 +655,20 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     model): the label factors and the adaptive sampler (refreshed once, at the start) stay as
     they are.
 
+    With ``bias`` the factors' last column is a per-label bias: the image vectors' last entry
+    is 1 and stays 1. ``user_sums`` and ``item_sums`` (the factors' shapes) are AdaGrad
+    accumulators (LightFM's schedule); without them the steps are plain SGD.
+
     Threads take chunks of pairs dynamically and update the shared factors without locks. With
     the adaptive sampler the sampler state is refreshed at the start and then every
     ``refresh_interval`` pairs (one draw each, redraws of positives aside) by whichever thread
     reaches that point, without stopping the others. Ctrl-C is noticed within a few
     milliseconds and raises KeyboardInterrupt.
 
-    Returns a dict of counters: pairs, skipped (no negative found), violations (pairs whose
-    sampled negative violated the margin), updates, draws, refreshes, refresh_seconds,
-    threads_used.
+    Returns a dict of counters: pairs, skipped (the image has every label: no negative),
+    unviolated (WARP: no negative violated the margin in ``max_sampled`` draws), violations
+    (pairs whose sampled negative violated the margin), updates, draws, refreshes,
+    refresh_seconds, threads_used.
     """
     cdef int32_t n_labels = item_factors.shape[0], k = item_factors.shape[1]
     cdef int64_t n_pairs = pair_users.shape[0]
@@ -623,12 +714,26 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
         raise ValueError("refresh_interval must be >= 1")
     if candidates < 1 or (candidates > 1 and loss == WARP):
         raise ValueError(f"candidates must be >= 1, and 1 for WARP (got {candidates})")
+    if user_sums is not None and (user_sums.shape[0] != user_factors.shape[0]
+                                  or user_sums.shape[1] != k):
+        raise ValueError("user_sums must have user_factors' shape")
+    if item_sums is not None and (item_sums.shape[0] != n_labels or item_sums.shape[1] != k):
+        raise ValueError("item_sums must have item_factors' shape")
+    if update_labels and (user_sums is None) != (item_sums is None):
+        raise ValueError("AdaGrad needs both user_sums and item_sums (or neither: SGD)")
     thread_rng = _thread_rng_copies(rng_states, num_threads)
     settings = EpochSettings(
         loss=loss, sampler=sampler, n_labels=n_labels, n_factors=k,
         learning_rate=learning_rate, regularization=regularization, margin=margin,
         max_sampled=max_sampled, candidates=candidates, verify=verify_negative_samples,
-        update_labels=update_labels, warp_weights=&warp_weights[0])
+        update_labels=update_labels, bias=bias, warp_weights=&warp_weights[0])
+    cdef floating* user_sum_base = &user_sums[0, 0] if user_sums is not None and user_sums.shape[0] else NULL
+    cdef floating* item_sum_base = &item_sums[0, 0] if item_sums is not None else NULL
+    cdef floating[:, ::1] scratch
+    if floating is float:
+        scratch = _cache_aligned_rows(max(1, num_threads), _padded(2 * k), np.float32)
+    else:
+        scratch = _cache_aligned_rows(max(1, num_threads), _padded(2 * k), np.float64)
     schedule = RefreshSchedule(pairs_done=0, next_refresh=refresh_interval,
                                interval=refresh_interval, refreshes=0, seconds=0)
 
@@ -647,7 +752,7 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
             stop = min(start + CHUNK, n_pairs)
             _train_chunk(user_factors, item_factors, indptr, indices, pair_users, pair_labels,
                          start, stop, settings, adaptive.view() if adaptive_sampling else NULL,
-                         rng, counts)
+                         rng, counts, user_sum_base, item_sum_base, &scratch[tid, 0])
             if adaptive_sampling and update_labels:
                 _refresh_when_due(adaptive, &item_factors[0, 0], stop - start, &schedule)
             counts[CHUNKS] += 1
@@ -657,18 +762,45 @@ def train_epoch(floating[:, ::1] user_factors, floating[:, ::1] item_factors,
     if interrupted:
         _raise_pending()
 
-    totals = np.asarray(counters).sum(axis=0)
+    return _epoch_counters(counters, schedule, n_pairs)
+
+
+def _padded(Py_ssize_t n):
+    """``n`` values rounded up to whole 64-byte cache lines of float32 (16 per line), so that
+    each thread's scratch row, float32 or float64, has lines of its own."""
+    return (n + 15) // 16 * 16
+
+
+def _epoch_counters(counters, RefreshSchedule schedule, int64_t n_pairs):
+    """An epoch's counters, summed over the threads, as the dict the kernels return."""
+    counters = np.asarray(counters)
+    totals = counters.sum(axis=0)
     return {
-        "pairs": n_pairs,
+        "pairs": int(n_pairs),
         "skipped": int(totals[SKIPPED]),
+        "unviolated": int(totals[UNVIOLATED]),
         "violations": int(totals[VIOLATIONS]),
         "updates": int(totals[UPDATES]),
         "draws": int(totals[DRAWS]),
         "refreshes": int(schedule.refreshes),
         "refresh_seconds": float(schedule.seconds),
-        "threads_used": int(np.count_nonzero(np.asarray(counters)[:, SEEN])),
-        "chunks_per_thread": np.asarray(counters)[:, CHUNKS].tolist(),
+        "threads_used": int(np.count_nonzero(counters[:, SEEN])),
+        "chunks_per_thread": counters[:, CHUNKS].tolist(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The label-composed model's epoch
+# ---------------------------------------------------------------------------------------------
+
+include "_composed.pxi"
+
+
+# ---------------------------------------------------------------------------------------------
+# Folding new images into a trained free-vector model
+# ---------------------------------------------------------------------------------------------
+
+include "_foldin.pxi"
 
 
 def warp_rank_weights(int32_t n_labels):

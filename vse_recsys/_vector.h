@@ -135,6 +135,41 @@
         }                                                                       \
     }
 
+/* The label-composed model's steps (_composed.pxi).
+ *
+ * vse_ascend: x moves along direction d: step = scale * d - reg * x, then x += lr * step (SGD),
+ * or with a per-entry AdaGrad accumulator acc (LightFM's schedule, acc starts at 1):
+ * x += lr * step / sqrt(acc), then acc += step^2. acc == NULL means SGD. */
+#define VSE_ASCEND(NAME, T, SQRT)                                               \
+    static inline void NAME(T* restrict x, T* restrict acc, const T* restrict d, \
+                            int n, T scale, T lr, T reg) {                      \
+        if (acc) {                                                              \
+            _Pragma("omp simd")                                                 \
+            for (int i = 0; i < n; i++) {                                       \
+                T step = scale * d[i] - reg * x[i];                             \
+                x[i] += lr * step / SQRT(acc[i]);                               \
+                acc[i] += step * step;                                          \
+            }                                                                   \
+        } else {                                                                \
+            _Pragma("omp simd")                                                 \
+            for (int i = 0; i < n; i++) x[i] += lr * (scale * d[i] - reg * x[i]); \
+        }                                                                       \
+    }
+
+/* out = scale * (a - b) */
+#define VSE_SCALED_DIFFERENCE(NAME, T)                                          \
+    static inline void NAME(T* restrict out, const T* a, const T* b, int n, T scale) { \
+        _Pragma("omp simd")                                                     \
+        for (int i = 0; i < n; i++) out[i] = scale * (a[i] - b[i]);             \
+    }
+
+/* out += scale * a */
+#define VSE_AXPY(NAME, T)                                                       \
+    static inline void NAME(T* restrict out, const T* restrict a, int n, T scale) { \
+        _Pragma("omp simd")                                                     \
+        for (int i = 0; i < n; i++) out[i] += scale * a[i];                     \
+    }
+
 VSE_DOT(vse_dot_f, float)
 VSE_DOT(vse_dot_d, double)
 VSE_STEP(vse_step_f, float)
@@ -145,5 +180,11 @@ VSE_DRAW_FACTOR(vse_draw_factor_f, float, fabsf)
 VSE_DRAW_FACTOR(vse_draw_factor_d, double, fabs)
 VSE_REFRESH_KEYS(vse_refresh_keys_f, float)
 VSE_REFRESH_KEYS(vse_refresh_keys_d, double)
+VSE_ASCEND(vse_ascend_f, float, sqrtf)
+VSE_ASCEND(vse_ascend_d, double, sqrt)
+VSE_SCALED_DIFFERENCE(vse_scaled_difference_f, float)
+VSE_SCALED_DIFFERENCE(vse_scaled_difference_d, double)
+VSE_AXPY(vse_axpy_f, float)
+VSE_AXPY(vse_axpy_d, double)
 
 #endif

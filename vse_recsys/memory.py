@@ -52,7 +52,8 @@ __all__ = [
 _RADIX_SCRATCH = 3 * 2048 * 4  # per thread: the radix sort's three digit-count tables (uint32)
 _FIXED_OVERHEAD = 64 * 1024  # RNG states, counters, progress bar and other Python objects
 _EINSUM_BUFFERS = 3 * 8192 * 8  # the row-norm einsum casts in buffers of 8,192 float64 values
-_OUTSIDE_TRAINING = ("training matrix", "initialisation")  # terms not part of the training phase
+# terms that are not part of the training phase
+_OUTSIDE_TRAINING = ("training matrix", "initialisation", "validation split", "image vectors")
 
 
 class InsufficientMemoryError(MemoryError):
@@ -75,7 +76,9 @@ class MemoryEstimate(NamedTuple):
 
 
 def estimate_fit_memory(
-    n_images, n_labels, nnz, factors, *, itemsize=4, adaptive=True, num_threads=1, new_model=True
+    n_images, n_labels, nnz, factors, *, itemsize=4, adaptive=True, num_threads=1,
+    new_model=True, image_vectors="free", label_bias=False, adagrad=False,
+    early_stopping=False, max_labels=None,
 ):
     """Estimate the peak memory (bytes) ``VSEEns.fit`` allocates; see the module notes.
 
@@ -86,41 +89,83 @@ def estimate_fit_memory(
     nnz : int
         Its stored entries (positive pairs).
     factors : int
-        Dimension of the factors.
+        Dimension of the vectors (a label bias adds a column).
     itemsize : int
-        Bytes per factor value: 4 (float32) or 8 (float64).
+        Bytes per value: 4 (float32) or 8 (float64).
     adaptive : bool
         Whether the adaptive sampler is used (its label orders are the largest term when
         labels are many).
     num_threads : int
-        Training threads (each has its own sort scratch).
+        Training threads (each has its own scratch).
     new_model : bool
-        False when continuing a fit: the factors exist already, only their copy is new.
+        False when continuing a fit: the vectors exist already.
+    image_vectors : {"free", "labels", "labels+free"}
+        How image vectors are made (composed ones need label inputs, not one vector per image
+        during training, and a visit scratch per thread).
+    label_bias, adagrad, early_stopping : bool
+        A bias column; AdaGrad's accumulators (one value per trained value); a validation
+        split and its scoring.
+    max_labels : int, optional
+        The most labels of one image (sizes the composed model's per-thread scratch; at most
+        ``n_labels`` when not given).
 
     Returns
     -------
     MemoryEstimate
     """
     n_images, n_labels, nnz, k = (int(v) for v in (n_images, n_labels, nnz, factors))
-    factor_bytes = (n_images + n_labels) * k * itemsize
+    threads = max(1, int(num_threads))
+    width = k + bool(label_bias)
+    composed = image_vectors != "free"
+    # the arrays training moves
+    trained = n_labels * width * itemsize
+    if composed:
+        trained += n_labels * k * itemsize
+        if image_vectors == "labels+free":
+            trained += n_images * k * itemsize
+    else:
+        trained += n_images * width * itemsize
+    most = n_labels if max_labels is None else min(int(max_labels), n_labels)
+    stride = -(-width // 16) * 16
+    validation_images = min(10_000, -(-n_images // 10)) if early_stopping else 0
     terms = {
-        "training matrix": 12 * nnz + 16 * (n_images + 1),
-        "factors": (2 if new_model else 1) * factor_bytes,
+        "training matrix": 14 * nnz + 16 * (n_images + 1),
+        # the vectors, the copy of what fit keeps (best or last epoch) and AdaGrad's sums
+        "factors": (2 + bool(adagrad)) * trained if new_model else (1 + bool(adagrad)) * trained,
         "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
-        "pairs": 18 * nnz + 8 * max(1, int(num_threads)) * min(65536, -(-nnz // 4096)),
+        "pairs": (
+            34 * n_images + 8 * threads * min(65536, -(-n_images // 4096)) if composed
+            else 18 * nnz + 8 * threads * min(65536, -(-nnz // 4096))
+        ),
+        "visit scratch": (
+            threads * ((4 + most) * stride * itemsize + 8 * most + 64) if composed
+            else threads * (2 * width * 8 + 64)
+        ),
+        # the split's copy of the pairs, and scoring up to 2,048 held-out images at a time
+        "validation pairs": 10 * nnz + 16 * (n_images + 1) if early_stopping else 0,
+        "validation scoring": (
+            # the held-out images' vectors, their scores in blocks of at most 2^22 (float32, and
+            # a comparison's and a temporary's byte each)
+            validation_images * (width * itemsize + 4 * width) + 6 * min(
+                validation_images * n_labels, max(n_labels, 1 << 22)) if early_stopping else 0
+        ),
+        "validation split": 40 * nnz if early_stopping else 0,
+        # composed: the training images' vectors, made at the end from every label
+        "image vectors": 16 * nnz + n_images * (8 * k + width * itemsize) if composed else 0,
         "adaptive sampler": (
-            12 * k * n_labels + max(1, int(num_threads)) * (8 * n_labels + _RADIX_SCRATCH)
-            if adaptive
-            else 0
+            12 * width * n_labels + threads * (8 * n_labels + _RADIX_SCRATCH) if adaptive else 0
         ),
         "WARP weights": 8 * max(n_labels, 2),
         "divergence check": 8 * max(n_images, n_labels) + _EINSUM_BUFFERS,
         "other": _FIXED_OVERHEAD,
     }
-    # the float64 draws are freed before training allocates its copies, pairs and sampler
-    initialisation = (factor_bytes + terms["initialisation"]) if new_model else 0
+    # the phases after the input's copy, each freed before the next: the validation split,
+    # the initialisation (float64 draws), training, and the composed images' vectors
+    initialisation = (trained + terms["initialisation"]) if new_model else 0
     training = sum(value for name, value in terms.items() if name not in _OUTSIDE_TRAINING)
-    return MemoryEstimate(terms["training matrix"] + max(initialisation, training), terms)
+    finish = trained + terms["image vectors"] + terms["validation pairs"]
+    phases = (terms["validation split"], initialisation, training, finish)
+    return MemoryEstimate(terms["training matrix"] + max(phases), terms)
 
 
 def estimate_ease_memory(n_images, n_labels, nnz, *, itemsize=4):

@@ -1,7 +1,9 @@
-"""``VSEEns``: the VSE-ens label-ranking model as an ``implicit`` matrix-factorisation model."""
+"""``VSEEns``: label ranking as an ``implicit`` matrix-factorisation model, trained by the VSE-ens
+engine (hinge / WARP / BPR losses, uniform or adaptive negative sampling, nogil kernels)."""
 
 import math
 import time
+import warnings
 
 import numpy as np
 import scipy.sparse
@@ -10,6 +12,7 @@ from tqdm.auto import tqdm
 
 from . import _sampler
 from ._base import LabelModel
+from ._holdout import split_validation, validation_map
 from ._npz import ModelFileError, read_model_file, read_params, source_name, write_model_file
 from ._validation import (
     binary_csr,
@@ -23,65 +26,110 @@ from .memory import check_memory, estimate_fit_memory
 
 LOSSES = {"hinge": _sampler.Loss.HINGE, "warp": _sampler.Loss.WARP, "bpr": _sampler.Loss.BPR}
 SAMPLERS = {"uniform": _sampler.Sampler.UNIFORM, "adaptive": _sampler.Sampler.ADAPTIVE}
-# constructor arguments stored by ``save`` (besides dtype and an int random_state)
-_SAVED_PARAMS = (
-    "factors",
-    "learning_rate",
-    "regularization",
-    "iterations",
-    "margin",
-    "loss",
-    "sampler",
-    "rank_decay",
-    "refresh_interval",
-    "max_sampled",
-    "candidates",
-    "verify_negative_samples",
-    "init_scale",
-    "fold_in_iterations",
-    "num_threads",
+#: How an image's vector is made: from its labels (FISM's composition), a free vector of its
+#: own learned in training (the paper's matrix factorisation), or both added.
+IMAGE_VECTORS = ("labels", "free", "labels+free")
+LEARNING_SCHEDULES = ("adagrad", "sgd")
+
+#: The configuration of the VSE-ens paper (Guo et al., AAAI 2018, section "Experiments"): free
+#: image vectors, no label bias, hinge loss on one adaptively sampled negative per pair, plain
+#: SGD with lr 0.01 and L2 0.01, k = 100, N(0, 0.01) initialisation; the paper trains to
+#: convergence, here a fixed 50 epochs. ``VSEEns.paper()`` builds it.
+PAPER = dict(
+    factors=100, learning_rate=0.01, regularization=0.01, iterations=50, loss="hinge",
+    sampler="adaptive", image_vectors="free", label_bias=False, learning_schedule="sgd",
+    init_scale=0.01, early_stopping=False,
 )
 
+# What the parameters added in format version 3 meant before it: files of versions 1 and 2
+# were trained this way, whatever today's defaults are.
+_BEFORE_VERSION_3 = dict(
+    image_vectors="free", label_bias=False, learning_schedule="sgd", early_stopping=False,
+)
+# constructor arguments stored by ``save`` (besides dtype and an int random_state)
+_SAVED_PARAMS = (
+    "factors", "learning_rate", "regularization", "iterations", "margin", "loss", "sampler",
+    "image_vectors", "label_bias", "composition_exponent", "label_dropout", "learning_schedule",
+    "early_stopping", "validation_fraction", "n_iter_no_change", "rank_decay",
+    "refresh_interval", "max_sampled", "candidates", "verify_negative_samples", "init_scale",
+    "fold_in_iterations", "num_threads",
+)
+# the arrays a fitted model keeps: name -> when it has it
+_SAVED_ARRAYS = ("user_factors", "item_factors", "label_inputs", "free_factors")
+
+
 class DivergenceError(ModelFitError, FloatingPointError):
-    """Training produced non-finite factors (the learning rate is too high for the data)."""
+    """Training produced non-finite factors (a step size too large for the data)."""
 
 
 class VSEEns(LabelModel):
-    """VSE-ens: matrix factorisation ranked by a margin loss with adaptive negative sampling.
+    """Label ranking by matrix factorisation, trained for ranking with negative sampling.
 
     Images are users and labels are items of ``implicit``'s interface: ``fit`` takes an
     (n_images, n_labels) CSR matrix whose non-zero entries are the labels an image has, and
     ``recommend``, ``similar_items``, ``similar_users``, ``save``/``load`` and
-    ``implicit.evaluation`` work as for implicit's BPR. The score of label ``a`` for image
-    ``i`` is the dot product ``user_factors[i] @ item_factors[a]``.
+    ``implicit.evaluation`` work as for implicit's models. The score of label ``a`` for image
+    ``i`` is ``user_factors[i] @ item_factors[a]``; with ``label_bias`` the last column of
+    ``item_factors`` is the label's bias and that of ``user_factors`` is 1.
 
-    The default configuration is VSE-ens (Guo et al., AAAI 2018): hinge loss, one negative per
-    positive pair, drawn by the adaptive sampler of Rendle & Freudenthaler (WSDM 2014), which
-    prefers the labels the current model ranks high for the image, in O(factors) per draw.
-    ``loss`` and ``sampler`` select the baselines on the same engine: uniform hinge, WARP
-    (``loss="warp", sampler="uniform"``), BPR and AOBPR (``loss="bpr"``).
+    By default an image's vector is **composed from its labels** (FISM, Kabbur et al. KDD
+    2013): ``u_i = |L_i|^-alpha * sum of label_inputs[a]`` over its labels ``L_i``, so every
+    image, trained or new, is scored from its labels alone, exactly, in O(labels x factors);
+    when training on the pair (i, p), p is left out of the sum (otherwise the model learns to
+    copy its input). It is trained with the WARP loss (Weston et al. 2011), AdaGrad steps and
+    early stopping on held-out labels. ``image_vectors="free"`` gives the classic factorisation
+    of the VSE-ens paper (Guo et al., AAAI 2018), trained with the paper's adaptive sampler of
+    Rendle & Freudenthaler (WSDM 2014) when ``sampler="adaptive"``; :meth:`paper` builds its
+    exact configuration. Every loss and sampler works with every kind of image vector.
 
     Parameters
     ----------
     factors : int
-        Dimension k of the image and label vectors.
+        Dimension k of the image and label vectors (the bias column comes on top).
     learning_rate : float
-        SGD step size.
+        Step size (AdaGrad's base rate, or SGD's step).
     regularization : float
-        L2 weight decay applied to the three vectors of each update.
+        L2 weight decay of every vector a step moves.
     iterations : int
-        Epochs; one epoch visits every positive (image, label) pair once, in a fresh random
-        order.
+        Most epochs; with ``early_stopping`` training stops earlier when the validation MAP
+        has not improved for ``n_iter_no_change`` epochs. One epoch visits every positive
+        (image, label) pair once, in a fresh random order.
     margin : float
         Hinge / WARP margin: a negative ``n`` violates when ``margin + s(i,n) > s(i,p)``.
-    loss : {"hinge", "warp", "bpr"}
-        ``hinge``: ``max(0, margin - s(i,p) + s(i,n))``, one negative per pair (VSE-ens).
+    loss : {"warp", "hinge", "bpr"}
         ``warp``: uniform draws until a violator, step scaled by ``sum_{j<=rank} 1/j`` of the
-        estimated rank ``floor((n_labels - 1) / draws)`` (Weston et al. 2011).
-        ``bpr``: ``-ln sigmoid(s(i,p) - s(i,n))`` (Rendle et al. 2009).
-    sampler : {"adaptive", "uniform"}
-        How negatives are drawn. ``adaptive`` needs ``loss`` "hinge" or "bpr" (WARP's rank
-        estimate assumes uniform draws).
+        estimated rank ``floor((n_labels - 1) / draws)``. ``hinge``: ``max(0, margin -
+        s(i,p) + s(i,n))``, one negative per pair (VSE-ens). ``bpr``: ``-ln sigmoid(s(i,p) -
+        s(i,n))`` (Rendle et al. 2009).
+    sampler : {"uniform", "adaptive"}
+        How hinge and BPR draw negatives. ``adaptive`` (VSE-ens / AOBPR) prefers the labels the
+        current model ranks high for the image, in O(factors) per draw; WARP needs ``uniform``
+        (its rank estimate assumes uniform draws).
+    image_vectors : {"labels", "free", "labels+free"}
+        ``labels``: composed from the image's labels (the default, see above). ``free``: a
+        vector per image learned in training; a new image is folded in (``fold_in_iterations``
+        SGD passes). ``labels+free``: the two added.
+    label_bias : bool
+        A per-label bias in the score, trained by every loss (label popularity).
+    composition_exponent : float
+        alpha of the composition: a sum of m label inputs is scaled by ``m^-alpha`` (0: the
+        plain sum, 1: the mean).
+    label_dropout : float
+        Chance that a label is left out of an image's sum in one visit (composed vectors):
+        keeps the model from leaning on a few labels, and its validation curve from falling in
+        long training.
+    learning_schedule : {"adagrad", "sgd"}
+        ``adagrad``: per-parameter steps ``learning_rate / sqrt(sum of squared gradients)``
+        (LightFM's default schedule); ``sgd``: a fixed step.
+    early_stopping : bool
+        Hold out labels for validation (see ``validation_fraction``) or take
+        ``fit(..., validation=...)``, stop when the validation MAP has not improved for
+        ``n_iter_no_change`` epochs, and keep the parameters of the best epoch.
+    validation_fraction : float
+        Share of the images with two or more labels whose one random label is held out for
+        early stopping (at most 10,000 images).
+    n_iter_no_change : int
+        Epochs without a better validation MAP before early stopping stops.
     rank_decay : float
         lambda of the adaptive sampler as a fraction of the label count: a label at rank ``r``
         of a factor's order is drawn with probability proportional to
@@ -93,55 +141,70 @@ class VSEEns(LabelModel):
         WARP: most uniform draws per positive pair before giving up on it.
     candidates : int
         Hinge and BPR: negatives drawn per positive pair; the one the model scores highest is
-        trained on (one more dot product per extra candidate). 1 is the paper's VSE-ens; more
-        makes every negative harder (see the README for what it measured). The extra
-        candidates are never positives of the image, even without verification. WARP needs 1.
+        trained on (one more dot product per extra candidate). WARP needs 1.
     verify_negative_samples : bool
         Redraw a sampled label that is a positive of the image. With ``False`` sampling is a
         little faster, and a positive is sometimes used as a negative.
     init_scale : float
-        Standard deviation of the normal initialisation of all factors.
+        Standard deviation of the normal initialisation of the vectors (biases start at 0).
     fold_in_iterations : int
-        Passes over a new image's labels when it is folded into the fitted model
+        Free image vectors: passes over a new image's labels when it is folded in
         (``recommend(..., recalculate_user=True)``, ``partial_fit_users``).
     num_threads : int
         Threads for training and batch recommendation; 0 uses every core this process may run
         on. With one thread and a fixed ``random_state`` two fits are bit-identical; with more,
-        threads update shared factors without locks (Hogwild) and results vary slightly.
+        threads update shared vectors without locks (Hogwild) and results vary slightly.
     random_state : None, int, numpy.random.Generator or numpy.random.RandomState
-        Seed for initialisation, the epoch orders and the samplers.
+        Seed for initialisation, the validation split, the epoch orders and the samplers.
     dtype : numpy dtype
-        ``float32`` (default) or ``float64`` factors.
+        ``float32`` (default) or ``float64`` vectors.
 
     Attributes
     ----------
-    user_factors, item_factors : ndarray
-        Image and label vectors, shapes (n_images, factors) and (n_labels, factors).
+    user_factors : ndarray, shape (n_images, factors + label_bias)
+        The training images' vectors (composed ones from all their training labels).
+    item_factors : ndarray, shape (n_labels, factors + label_bias)
+        The label vectors (and biases) images are scored against.
+    label_inputs : ndarray, shape (n_labels, factors) or None
+        Composed image vectors: the label vectors summed into an image's vector.
+    free_factors : ndarray, shape (n_images, factors) or None
+        ``image_vectors="labels+free"``: the images' own vectors, added to the composed ones.
     fit_history : list of dict
         Per-epoch training statistics of the last ``fit`` (see ``fit``).
+    best_iteration_ : int or None
+        With early stopping: the epoch (1-based) whose parameters the model kept.
+    validation_scores_ : list of float
+        With early stopping: the validation MAP after each epoch.
 
     Notes
     -----
-    Calling ``fit`` on a fitted model continues training from its factors (like implicit's
-    BPR), provided the matrix has the same shape. With an int ``random_state`` each continued
-    fit draws from its own stream (derived from the seed and the number of earlier continued
-    fits), so ``fit`` called twice with 10 iterations is not 10 epochs replayed twice.
+    Calling ``fit`` on a fitted model continues training from its vectors (like implicit's
+    BPR), provided the matrix has the same shape; the AdaGrad sums start again. With an int
+    ``random_state`` each continued fit draws from its own stream (derived from the seed and
+    the number of earlier continued fits), so ``fit`` called twice is not one fit replayed.
 
-    Defaults (lr 0.03, regularization 0.03, rank_decay 0.3, 28 iterations) were chosen on
-    validation splits of Corel5k, delicious, NUS-WIDE-81 and MovieLens-100k; see
-    ``benchmarks/results/defaults.md``. For ``loss="warp"`` use about lr 0.003 with early
-    stopping; for ``loss="bpr"`` about lr 0.1, regularization 0.001.
+    The defaults were chosen on validation splits of Corel5k, delicious, NUS-WIDE-81,
+    MovieLens-100k and generated data by ``benchmarks/defaults_sweep.py``: one setting, the one
+    whose worst ratio to each dataset's best is highest (``benchmarks/results/defaults.md``).
     """
 
     def __init__(
         self,
         factors=64,
-        learning_rate=0.03,
-        regularization=0.03,
-        iterations=28,
+        learning_rate=0.02,
+        regularization=0.05,
+        iterations=100,
         margin=1.0,
-        loss="hinge",
-        sampler="adaptive",
+        loss="warp",
+        sampler="uniform",
+        image_vectors="labels",
+        label_bias=True,
+        composition_exponent=0.5,
+        label_dropout=0.3,
+        learning_schedule="adagrad",
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
         rank_decay=0.3,
         refresh_interval=None,
         max_sampled=100,
@@ -161,6 +224,14 @@ class VSEEns(LabelModel):
         self.margin = margin
         self.loss = loss
         self.sampler = sampler
+        self.image_vectors = image_vectors
+        self.label_bias = label_bias
+        self.composition_exponent = composition_exponent
+        self.label_dropout = label_dropout
+        self.learning_schedule = learning_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.rank_decay = rank_decay
         self.refresh_interval = refresh_interval
         self.max_sampled = max_sampled
@@ -170,11 +241,30 @@ class VSEEns(LabelModel):
         self.fold_in_iterations = fold_in_iterations
         self.random_state = random_state
         self.dtype = np.dtype(dtype)
+        self.label_inputs = None
+        self.free_factors = None
         self.fit_history = []
+        self.best_iteration_ = None
+        self.validation_scores_ = []
+
+    @classmethod
+    def paper(cls, **overrides):
+        """The VSE-ens paper's configuration (:data:`PAPER`), with ``overrides`` on top."""
+        return cls(**{**PAPER, **overrides})
+
+    @property
+    def _scores_from_rows(self):
+        # a composed image vector is a function of the image's labels: recommend computes it
+        # from the rows given, for training and new images alike
+        return self.image_vectors == "labels"
+
+    @property
+    def _composed(self):
+        return self.image_vectors != "free"
 
     # -- training ---------------------------------------------------------------------------
 
-    def fit(self, user_items, show_progress=True, callback=None):
+    def fit(self, user_items, show_progress=True, callback=None, validation=None):
         """Train on an (n_images, n_labels) sparse matrix of positive labels.
 
         Parameters
@@ -183,66 +273,90 @@ class VSEEns(LabelModel):
             Non-zero entries are an image's labels (values are not used as weights). Other
             sparse formats are converted with a warning.
         show_progress : bool
-            Show a tqdm bar whose postfix reports the fraction of sampled negatives that
-            violated the margin and the fraction of pairs skipped (no negative found).
+            Show a tqdm bar whose postfix reports the validation MAP (with early stopping), the
+            fraction of sampled negatives that violated the margin, and the fractions of pairs
+            skipped (no negative: the image has every label) and, for WARP, unviolated (no
+            violator in ``max_sampled`` draws).
         callback : callable, optional
             ``callback(epoch, elapsed_seconds, stats)`` after every epoch; ``stats`` holds the
-            epoch's counters: pairs, skipped, violations, updates, draws, refreshes,
-            refresh_seconds, threads_used, violation_rate, skip_rate.
+            epoch's counters: pairs, skipped, unviolated, violations, updates, draws,
+            refreshes, refresh_seconds, threads_used, violation_rate, skip_rate,
+            unviolated_rate, and validation_map with early stopping.
+        validation : scipy.sparse matrix, optional
+            Held-out (image, label) pairs of the same shape, none of them in ``user_items``:
+            used for early stopping instead of a split of ``user_items`` (so every pair of
+            ``user_items`` trains). Needs ``early_stopping=True``.
 
         Raises
         ------
         DivergenceError
-            When an epoch leaves non-finite factors; the model keeps the factors of the last
-            completed epoch (a model that was not fitted before and completed no epoch stays
-            unfitted), so no NaN ever reaches a recommendation.
+            When an epoch leaves non-finite vectors; the message names the setting to change.
+            The model keeps the parameters it would have had, had training stopped before that
+            epoch (a new model that completed no epoch stays unfitted), so no NaN ever reaches
+            a recommendation.
         KeyboardInterrupt
-            Ctrl-C stops the kernels within milliseconds; the model keeps the factors of the
-            last completed epoch (a model that was not fitted before and completed no epoch
-            stays unfitted), and the interrupt propagates.
+            Ctrl-C stops the kernels within milliseconds; the model keeps what it would have
+            kept had training stopped after the last completed epoch (the best epoch so far
+            with early stopping), and the interrupt propagates.
         vse_recsys.memory.InsufficientMemoryError (a MemoryError)
             Before anything is allocated, when :meth:`estimate_memory` exceeds the memory
             available to this process.
         """
         self._check_params()
+        if validation is not None and not self.early_stopping:
+            raise ValueError("validation pairs are for early stopping: set early_stopping=True")
         if scipy.sparse.issparse(user_items) and len(user_items.shape) == 2:
-            check_memory(self.estimate_memory(*user_items.shape, user_items.nnz), "VSEEns.fit")
+            most = None
+            if user_items.format == "csr" and user_items.shape[0]:
+                most = int(np.diff(user_items.indptr).max())
+            check_memory(self.estimate_memory(*user_items.shape, user_items.nnz, most),
+                         "VSEEns.fit")
         user_items = binary_csr(user_items)
-        was_fitted = self.user_factors is not None
         generator = resolve_random_state(self.random_state)
+        was_fitted = self.item_factors is not None
         if was_fitted and isinstance(self.random_state, (int, np.integer)):
             # a continued fit must not replay the first fit's pair orders and sampler streams
             self._continued_fits = getattr(self, "_continued_fits", 0) + 1
             generator = np.random.default_rng([int(self.random_state), self._continued_fits])
-        self._init_factors(*user_items.shape, generator)
-        # the factors of the last completed epoch: restored on divergence or Ctrl-C
-        self._last_good = (self.user_factors.copy(), self.item_factors.copy())
-        self.fit_history = []
+        train, held_out = self._split(user_items, validation, generator)
+        self._init_vectors(*user_items.shape, generator)
+        # what fit returns if it stops now: restored on divergence or Ctrl-C
+        self._kept = self._snapshot()
+        self.fit_history, self.validation_scores_, self.best_iteration_ = [], [], None
         self._user_norms = self._item_norms = None
         try:
-            self._run_epochs(user_items, generator, show_progress, callback)
+            self._run_epochs(train, held_out, generator, show_progress, callback)
+            if held_out is not None:  # the best epoch's parameters, not the last one's
+                self._restore(self._kept)
         except (KeyboardInterrupt, DivergenceError):
             if was_fitted or self.fit_history:
-                self.user_factors, self.item_factors = self._last_good
+                self._restore(self._kept)
+                self._finish(user_items)
             else:  # stopped in the first epoch of a fresh model: it stays unfitted
                 self.user_factors = self.item_factors = None
+                self.label_inputs = self.free_factors = None
             raise
         finally:
-            del self._last_good
+            del self._kept
+            self.__dict__.pop("_sums", None)  # AdaGrad's sums start again in a continued fit
             self._user_norms = self._item_norms = None
-        # a label no image has was only ever a negative: its vector holds no co-occurrence, so
-        # it gets zeros (as in implicit's ALS) and is similar to nothing
-        unused = np.bincount(user_items.indices, minlength=user_items.shape[1]) == 0
-        self.item_factors[unused] = 0
+        self._finish(user_items)
+        if self.fit_history and not any(epoch["updates"] for epoch in self.fit_history):
+            warnings.warn(
+                "nothing was trained: no pair found a negative to be ranked above (every image "
+                "has every label, or no label violated the margin in max_sampled draws); the "
+                "model ranks labels as initialised",
+                stacklevel=2,
+            )
         return self
 
-    def estimate_memory(self, n_images, n_labels, nnz):
+    def estimate_memory(self, n_images, n_labels, nnz, max_labels=None):
         """Estimate the memory ``fit`` allocates for an (n_images, n_labels) matrix of ``nnz``
-        stored entries, with this model's factors, dtype, sampler and threads.
+        stored entries (``max_labels`` at most on one image), with this model's settings and
+        threads.
 
         Returns a :class:`vse_recsys.memory.MemoryEstimate`: ``total`` bytes and ``terms``, a
-        dict of its parts (factors, initialisation, training matrix, pairs, adaptive sampler,
-        WARP weights); ``str()`` gives a readable summary. The formula is in the README's
+        dict of its parts; ``str()`` gives a readable summary. The formula is in the README's
         "Memory" section. ``fit`` compares it with the available memory before allocating.
         """
         return estimate_fit_memory(
@@ -253,106 +367,277 @@ class VSEEns(LabelModel):
             itemsize=np.dtype(self.dtype).itemsize,
             adaptive=self.sampler == "adaptive",
             num_threads=self._threads(),
-            new_model=self.user_factors is None or self.item_factors is None,
+            new_model=self.item_factors is None,
+            image_vectors=self.image_vectors,
+            label_bias=bool(self.label_bias),
+            adagrad=self.learning_schedule == "adagrad",
+            early_stopping=bool(self.early_stopping),
+            max_labels=max_labels,
         )
 
-    def _run_epochs(self, user_items, generator, show_progress, callback):
-        n_images, n_labels = user_items.shape
-        num_threads = self._threads()
-        adaptive = None
-        if self.sampler == "adaptive":
-            adaptive = _sampler.AdaptiveSampler(
-                n_labels, self.factors, self.rank_decay * n_labels, num_threads
-            )
-        indptr = user_items.indptr.astype(np.int64)
-        indices = user_items.indices
-        rng_states = _sampler.make_rng_states(generator, num_threads)
-        # each epoch's fresh order of the pairs, from its own RNG streams
-        shuffler = _sampler.PairShuffler(indptr, indices, num_threads)
-        shuffle_states = _sampler.make_rng_states(generator, num_threads)
-        warp_weights = _sampler.warp_rank_weights(n_labels)
+    def _split(self, user_items, validation, generator):
+        """(train, held_out): the pairs to train on and those early stopping scores."""
+        if validation is not None:
+            held_out = binary_csr(validation, "validation", allow_empty=True, stacklevel=4)
+            if held_out.shape != user_items.shape:
+                raise ValueError(f"validation has shape {held_out.shape}, user_items "
+                                 f"{user_items.shape}; they must match")
+            if user_items.multiply(held_out).nnz:
+                raise ValueError("validation pairs must not be in user_items (they would be "
+                                 "trained on)")
+            return user_items, held_out if held_out.nnz else None
+        if not self.early_stopping:
+            return user_items, None
+        train, held_out = split_validation(user_items, self.validation_fraction, generator)
+        if held_out is None:
+            warnings.warn("early stopping needs images with two or more labels to hold one "
+                          "out; training all iterations without it", stacklevel=3)
+        return train, held_out
 
+    def _run_epochs(self, train, held_out, generator, show_progress, callback):
+        epoch_of = self._epoch_runner(train, generator)
+        validation_images = None if held_out is None else np.flatnonzero(held_out.getnnz(axis=1))
+        best, since_best = -np.inf, 0
         with tqdm(total=self.iterations, disable=not show_progress, desc="VSEEns") as progress:
             for epoch in range(self.iterations):
                 started = time.perf_counter()
-                epoch_images, epoch_labels = shuffler.shuffle(shuffle_states)
-                stats = self._train_pairs(
-                    self.user_factors,
-                    self.item_factors,
-                    indptr,
-                    indices,
-                    epoch_images,
-                    epoch_labels,
-                    adaptive=adaptive,
-                    warp_weights=warp_weights,
-                    rng_states=rng_states,
-                    refresh_interval=self._refresh_interval(n_labels),
-                    num_threads=num_threads,
-                )
+                stats = epoch_of()
                 elapsed = time.perf_counter() - started
-                self._keep_if_finite(epoch)
-
-                stats["epoch"] = epoch
-                stats["seconds"] = elapsed
-                stats["violation_rate"] = stats["violations"] / max(1, stats["pairs"])
-                stats["skip_rate"] = stats["skipped"] / max(1, stats["pairs"])
+                self._check_finite(epoch)
+                stats.update(epoch=epoch, seconds=elapsed)
+                for name in ("violation", "skip", "unviolated"):
+                    counter = {"violation": "violations", "skip": "skipped"}.get(name, name)
+                    stats[f"{name}_rate"] = stats[counter] / max(1, stats["pairs"])
+                postfix = dict(violated=f"{stats['violation_rate']:.1%}",
+                               skipped=f"{stats['skip_rate']:.1%}")
+                if self.loss == "warp":
+                    postfix["unviolated"] = f"{stats['unviolated_rate']:.1%}"
+                if held_out is not None:
+                    score = validation_map(self._image_vectors_of(train, validation_images),
+                                           self.item_factors, train, held_out,
+                                           validation_images)
+                    stats["validation_map"] = score
+                    self.validation_scores_.append(score)
+                    postfix = dict(val_map=f"{score:.4f}", **postfix)
+                    if score > best:
+                        best, since_best, self.best_iteration_ = score, 0, epoch + 1
+                        self._copy_into(self._kept)
+                    else:
+                        since_best += 1
+                else:
+                    self._copy_into(self._kept)
                 self.fit_history.append(stats)
+                # (postfix first, without a refresh: a log gets one line per epoch, not two)
+                progress.set_postfix(postfix, refresh=False)
                 progress.update(1)
-                progress.set_postfix(
-                    violated=f"{stats['violation_rate']:.1%}", skipped=f"{stats['skip_rate']:.1%}"
-                )
                 if callback is not None:
                     callback(epoch, elapsed, stats)
+                if held_out is not None and since_best >= self.n_iter_no_change:
+                    break
 
-    def _train_pairs(self, user_factors, item_factors, indptr, indices, pair_images, pair_labels,
-                     *, adaptive, warp_weights, rng_states, refresh_interval, num_threads,
-                     update_labels=True):
-        """One kernel call over the given pairs with this model's loss, sampler and step
-        settings (fit's epochs and fold-in both train through here); returns its counters."""
-        return _sampler.train_epoch(
-            user_factors,
-            item_factors,
-            indptr,
-            indices,
-            pair_images,
-            pair_labels,
-            loss=LOSSES[self.loss],
-            sampler=SAMPLERS[self.sampler],
-            adaptive=adaptive,
-            learning_rate=self.learning_rate,
-            regularization=self.regularization,
-            margin=self.margin,
-            max_sampled=self.max_sampled,
-            candidates=self.candidates,
-            verify_negative_samples=self.verify_negative_samples,
-            warp_weights=warp_weights,
-            rng_states=rng_states,
-            refresh_interval=refresh_interval,
-            num_threads=num_threads,
-            update_labels=update_labels,
+    def _epoch_runner(self, train, generator):
+        """A function training one epoch on ``train`` and returning its counters."""
+        n_images, n_labels = train.shape
+        num_threads = self._threads()
+        width = self.item_factors.shape[1]
+        adaptive = None
+        if self.sampler == "adaptive":
+            adaptive = _sampler.AdaptiveSampler(n_labels, width, self.rank_decay * n_labels,
+                                                num_threads)
+        indptr = train.indptr.astype(np.int64)
+        indices = train.indices
+        self._most_labels = int(np.diff(indptr).max()) if n_images else 1  # (divergence bound)
+        rng_states = _sampler.make_rng_states(generator, num_threads)
+        shuffle_states = _sampler.make_rng_states(generator, num_threads)
+        warp_weights = _sampler.warp_rank_weights(n_labels)
+        sums = self._sums = self._new_sums() if self.learning_schedule == "adagrad" else {}
+
+        def settings():
+            # read every epoch, so that a callback may change the step settings between epochs
+            return dict(self._step_settings(warp_weights), adaptive=adaptive,
+                        rng_states=rng_states, refresh_interval=self._refresh_interval(n_labels),
+                        num_threads=num_threads)
+        if not self._composed:
+            # each epoch's fresh order of the pairs, from its own RNG streams
+            shuffler = _sampler.PairShuffler(indptr, indices, num_threads)
+
+            def epoch():
+                images, labels = shuffler.shuffle(shuffle_states)
+                return _sampler.train_epoch(
+                    self.user_factors, self.item_factors, indptr, indices, images, labels,
+                    user_sums=sums.get("user_factors"), item_sums=sums.get("item_factors"),
+                    **settings())
+
+            return epoch
+        # the images, each once, in a fresh order: PairShuffler over one "pair" per image
+        with_labels = np.flatnonzero(np.diff(indptr) > 0).astype(np.int32)
+        image_shuffler = _sampler.PairShuffler(np.arange(len(with_labels) + 1, dtype=np.int64),
+                                               with_labels, num_threads)
+        free = self.image_vectors == "labels+free"
+        no_free = np.zeros((0, self.factors), dtype=self.dtype)
+
+        def epoch():
+            _, order = image_shuffler.shuffle(shuffle_states)
+            return _sampler.train_composed_epoch(
+                self.label_inputs, self.item_factors, self.free_factors if free else no_free,
+                indptr, indices, order, exponent=float(self.composition_exponent),
+                dropout=float(self.label_dropout), free=free,
+                input_sums=sums.get("label_inputs"), item_sums=sums.get("item_factors"),
+                free_sums=sums.get("free_factors"), **settings())
+
+        return epoch
+
+    def _step_settings(self, warp_weights):
+        """The kernels' loss, sampler and step arguments (training and folding in)."""
+        return dict(
+            loss=LOSSES[self.loss], sampler=SAMPLERS[self.sampler],
+            learning_rate=float(self.learning_rate), regularization=float(self.regularization),
+            margin=float(self.margin), max_sampled=int(self.max_sampled),
+            candidates=int(self.candidates),
+            verify_negative_samples=bool(self.verify_negative_samples),
+            warp_weights=warp_weights, bias=bool(self.label_bias),
         )
 
-    def _keep_if_finite(self, epoch):
-        """Remember this epoch's factors, or roll back to the last finite ones and raise."""
-        good_users, good_items = self._last_good
-        if not scores_finite(self.user_factors, self.item_factors):
-            self.user_factors, self.item_factors = good_users, good_items
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} of {self.iterations}: the factors "
-                f"became NaN, infinite or so large that scores overflow, with "
-                f"learning_rate={self.learning_rate}. Try a lower "
-                f"learning_rate (e.g. {self.learning_rate / 10:g}) or a higher regularization. "
-                f"The model keeps the factors of the last completed epoch (a new model that "
-                f"completed none stays unfitted)."
-            )
-        np.copyto(good_users, self.user_factors)
-        np.copyto(good_items, self.item_factors)
+    def _new_sums(self):
+        """AdaGrad's accumulators, one per entry of every trained array, starting at 1."""
+        trained = ["item_factors", "label_inputs", "free_factors"] if self._composed else [
+            "user_factors", "item_factors"]
+        return {name: np.ones_like(getattr(self, name)) for name in trained
+                if getattr(self, name) is not None}
+
+    # -- the vectors ------------------------------------------------------------------------
+
+    def _init_vectors(self, n_images, n_labels, generator):
+        """New vectors (a new model), or the fitted ones checked against the data's shape."""
+        dtype = np.dtype(self.dtype)
+        width = self.factors + bool(self.label_bias)
+        if self.item_factors is not None:
+            if self.item_factors.shape != (n_labels, width) or (
+                    not self._composed and self.user_factors.shape[0] != n_images) or (
+                    self.free_factors is not None and self.free_factors.shape[0] != n_images):
+                raise ValueError(
+                    f"this model is fitted with {self.item_factors.shape[0]} labels and vectors "
+                    f"of {self.item_factors.shape[1]}, but user_items is {n_images} x "
+                    f"{n_labels} with factors={self.factors}, label_bias={self.label_bias}. "
+                    f"Re-fitting continues from the fitted vectors and needs the same shape; "
+                    f"create a new VSEEns to train from scratch."
+                )
+            for name in _SAVED_ARRAYS:
+                if getattr(self, name) is not None:
+                    setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
+            return
+
+        def normal(rows, columns):
+            return generator.normal(0, self.init_scale, (rows, columns)).astype(dtype)
+
+        self.item_factors = normal(n_labels, width)
+        if self.label_bias:
+            self.item_factors[:, -1] = 0
+        if self._composed:
+            self.label_inputs = normal(n_labels, self.factors)
+            self.free_factors = normal(n_images, self.factors) if self.image_vectors != "labels" \
+                else None
+            self.user_factors = None
+        else:
+            self.user_factors = normal(n_images, width)
+            if self.label_bias:
+                self.user_factors[:, -1] = 1
+
+    def _trained_arrays(self):
+        return [name for name in ("user_factors", "item_factors", "label_inputs", "free_factors")
+                if getattr(self, name) is not None]
+
+    def _snapshot(self):
+        return {name: getattr(self, name).copy() for name in self._trained_arrays()}
+
+    def _copy_into(self, snapshot):
+        for name, array in snapshot.items():
+            np.copyto(array, getattr(self, name))
+
+    def _restore(self, snapshot):
+        for name, array in snapshot.items():
+            setattr(self, name, array.copy())
+
+    def _finish(self, user_items):
+        """After training: zero vectors for labels no image has, and the training images'
+        vectors (composed from all their labels, held-out ones included)."""
+        # a label no image has was only ever a negative: its vector holds no co-occurrence, so
+        # it gets zeros (as in implicit's ALS) and is similar to nothing; its bias stays low
+        unused = np.bincount(user_items.indices, minlength=user_items.shape[1]) == 0
+        self.item_factors[unused, : self.factors] = 0
+        if self._composed:
+            self.user_factors = self._image_vectors_of(user_items, np.arange(user_items.shape[0]))
+
+    def _image_vectors_of(self, rows, images):
+        """The vectors of training images ``images``, their labels being those rows of
+        ``rows``: stored free vectors, or composed ones (plus their free vectors)."""
+        if not self._composed:
+            return self.user_factors[images]
+        vectors = self._compose(rows[images])
+        if self.free_factors is not None:
+            vectors[:, : self.factors] += self.free_factors[images]
+        return vectors
+
+    def _compose(self, rows):
+        """Composed vectors of the images of ``rows`` (CSR): the scaled sum of their labels'
+        inputs (zeros without labels), with the bias entry 1."""
+        counts = np.diff(rows.indptr).astype(np.float64)
+        scale = np.zeros_like(counts)
+        np.power(counts, -float(self.composition_exponent), out=scale, where=counts > 0)
+        summed = (scipy.sparse.diags(scale) @ rows) @ self.label_inputs
+        vectors = np.empty((rows.shape[0], self.item_factors.shape[1]),
+                           dtype=self.item_factors.dtype)
+        vectors[:, : self.factors] = summed
+        if self.label_bias:
+            vectors[:, -1] = 1
+        return vectors
+
+    def _check_finite(self, epoch):
+        """Raise DivergenceError (the model rolled back) when an epoch left vectors that could
+        give a NaN or infinite score, naming the setting most likely to blame."""
+        if self._vectors_finite():
+            return
+        self._restore(self._kept)
+        raise DivergenceError(
+            f"training diverged in epoch {epoch + 1} of {self.iterations}: the vectors became "
+            f"NaN, infinite or so large that scores overflow. {self._divergence_advice()} The "
+            f"model keeps what it had before that epoch (a new model that completed none stays "
+            f"unfitted)."
+        )
+
+    def _vectors_finite(self):
+        users = self.user_factors
+        if self._composed:
+            # a composed vector is at most max_labels^(1 - alpha) times the largest input
+            # (Cauchy-Schwarz on the sum), plus the free vector and the bias entry
+            inputs = self.label_inputs
+            bound = np.ones((1, 1), dtype=inputs.dtype) * _max_row_norm(inputs) * max(
+                1.0, float(self._max_labels) ** (1 - float(self.composition_exponent)))
+            if self.free_factors is not None:
+                bound = bound + _max_row_norm(self.free_factors)
+            users = np.asarray(bound + 1, dtype=inputs.dtype)
+        return scores_finite(users, self.item_factors)
+
+    def _divergence_advice(self):
+        step_shrink = float(self.learning_rate) * float(self.regularization)
+        if self.learning_schedule == "sgd" and step_shrink >= 1 and self.regularization >= 1:
+            return (f"regularization={self.regularization:g} with learning_rate="
+                    f"{self.learning_rate:g} makes every L2 step overshoot (their product is "
+                    f"{step_shrink:g}, it must stay below 1): use a regularization of about "
+                    f"0.01-0.1.")
+        if float(self.init_scale) > 1:
+            return (f"init_scale={self.init_scale:g} starts the vectors far too large: use about "
+                    f"0.01.")
+        return (f"Try a lower learning_rate (now {self.learning_rate:g}, e.g. "
+                f"{self.learning_rate / 10:g}).")
+
+    # -- parameters -------------------------------------------------------------------------
 
     def _check_params(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        _check_choice("image_vectors", self.image_vectors, IMAGE_VECTORS)
+        _check_choice("learning_schedule", self.learning_schedule, LEARNING_SCHEDULES)
         if self.loss == "warp" and self.sampler == "adaptive":
             raise ValueError(
                 "loss='warp' needs sampler='uniform': WARP estimates a positive's rank from the "
@@ -371,12 +656,24 @@ class VSEEns(LabelModel):
         check_number("learning_rate", self.learning_rate, low=0, strict=True)
         check_number("regularization", self.regularization, low=0)
         check_number("margin", self.margin, low=0)
+        check_number("composition_exponent", self.composition_exponent, low=0)
+        check_number("label_dropout", self.label_dropout, low=0)
+        if self.label_dropout >= 1:
+            raise ValueError(f"label_dropout must be below 1, got {self.label_dropout!r}")
+        check_number("validation_fraction", self.validation_fraction, low=0, strict=True)
+        if self.validation_fraction >= 1:
+            raise ValueError(f"validation_fraction must be below 1, got "
+                             f"{self.validation_fraction!r}")
+        check_number("n_iter_no_change", self.n_iter_no_change, integer=True, low=1)
         check_number("rank_decay", self.rank_decay, low=0, strict=True)
         check_number("init_scale", self.init_scale, low=0, strict=True)
         check_number("fold_in_iterations", self.fold_in_iterations, integer=True, low=1)
         check_number("num_threads", self.num_threads, integer=True, low=0)
         if self.refresh_interval is not None:
             check_number("refresh_interval", self.refresh_interval, integer=True, low=1)
+        for name in ("label_bias", "early_stopping", "verify_negative_samples"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         check_seed(self.random_state)
@@ -386,73 +683,64 @@ class VSEEns(LabelModel):
             return int(self.refresh_interval)
         return max(1, math.ceil(n_labels * math.log(max(n_labels, 2))))
 
-    def _init_factors(self, n_images, n_labels, generator):
-        dtype = np.dtype(self.dtype)
-        if self.user_factors is not None and self.item_factors is not None:
-            expected = ((n_images, self.factors), (n_labels, self.factors))
-            actual = (self.user_factors.shape, self.item_factors.shape)
-            if actual != expected:
-                raise ValueError(
-                    f"this model is fitted with {actual[0][0]} images x {actual[1][0]} labels and "
-                    f"{actual[0][1]} factors, but user_items is {n_images} x {n_labels} with "
-                    f"factors={self.factors}. Re-fitting continues from the fitted factors and "
-                    f"needs the same shape; create a new VSEEns to train from scratch."
-                )
-            self.user_factors = np.ascontiguousarray(self.user_factors, dtype=dtype)
-            self.item_factors = np.ascontiguousarray(self.item_factors, dtype=dtype)
-            return
-        scale = self.init_scale
-        self.user_factors = generator.normal(0, scale, (n_images, self.factors)).astype(dtype)
-        self.item_factors = generator.normal(0, scale, (n_labels, self.factors)).astype(dtype)
+    @property
+    def _max_labels(self):
+        return getattr(self, "_most_labels", 1)
 
-    # -- folding in new images ---------------------------------------------------------------
+    # -- new images -------------------------------------------------------------------------
 
     def recalculate_user(self, userid, user_items):
         """Image vector(s) computed from known labels alone, with the label vectors fixed.
 
         ``recommend(userid, user_items, recalculate_user=True)`` calls this, so a new image
         (or an image whose labels changed) gets recommendations from its rows of
-        ``user_items`` without retraining: ``fold_in_iterations`` SGD passes over its labels,
-        with this model's loss, sampler and learning rate, seeded (the same input gives the
-        same vector). ``userid`` only decides the shape of the result (scalar: one vector).
+        ``user_items`` without retraining. Composed image vectors are computed exactly, as for
+        a training image. Free ones are folded in: ``fold_in_iterations`` SGD passes over the
+        image's labels with this model's loss and sampler, on the image's own random stream
+        (seeded from its labels and the model's seed), so the same labels always give the same
+        vector, whatever else is in the batch. ``userid`` only decides the shape of the result
+        (scalar: one vector).
         """
         self._check_fitted()
-        rows = self._fold_in_rows(user_items)
+        rows = self._rows_of_new(user_items)
         expected = 1 if np.isscalar(userid) else len(userid)
         if rows.shape[0] != expected:
             raise ValueError(
                 f"user_items has {rows.shape[0]} rows for {expected} userid(s): give one row of "
                 f"known labels per image"
             )
-        vectors = self._fold_in(rows)
+        vectors = self._new_vectors(rows)
         return vectors[0] if np.isscalar(userid) else vectors
 
     def partial_fit_users(self, userids, user_items):
         """Add or update images in a fitted model without retraining the labels.
 
         As implicit's ``AlternatingLeastSquares.partial_fit_users``: row ``j`` of ``user_items``
-        holds the labels of image ``userids[j]``; that image's vector is recomputed by folding
-        in (see ``recalculate_user``). Ids beyond the model's images grow ``user_factors``;
-        images between the old end and a new id get zero vectors.
+        holds the labels of image ``userids[j]``; that image's vector is recomputed from them
+        (see ``recalculate_user``). Ids beyond the model's images grow ``user_factors``; images
+        between the old end and a new id get zero vectors.
         """
         self._check_fitted()
         userids = np.asarray(userids)
-        rows = self._fold_in_rows(user_items)
+        rows = self._rows_of_new(user_items)
         if userids.ndim != 1 or len(userids) != rows.shape[0]:
             raise ValueError(
                 f"userids must be a 1-d list with one id per row of user_items, got "
                 f"{userids.shape} ids for {rows.shape[0]} rows"
             )
         check_ids("userids", userids, np.iinfo(np.int32).max, "images at most")
+        vectors = self._new_vectors(rows)
+        if self.user_factors is None:
+            self.user_factors = np.zeros((0, vectors.shape[1]), dtype=vectors.dtype)
         if len(userids) and userids.max() >= self.user_factors.shape[0]:
             grown = np.zeros((userids.max() + 1, self.user_factors.shape[1]),
                              dtype=self.user_factors.dtype)
             grown[: self.user_factors.shape[0]] = self.user_factors
             self.user_factors = grown
-        self.user_factors[userids] = self._fold_in(rows)
+        self.user_factors[userids] = vectors
         self._user_norms = None
 
-    def _fold_in_rows(self, user_items):
+    def _rows_of_new(self, user_items):
         if not scipy.sparse.issparse(user_items):
             raise ValueError("user_items must be a scipy.sparse CSR matrix of known labels")
         if user_items.shape[1] != self.item_factors.shape[0]:
@@ -462,57 +750,51 @@ class VSEEns(LabelModel):
             )
         return binary_csr(user_items, allow_empty=True, stacklevel=4)
 
-    def _fold_in(self, rows):
-        """Vectors for the images in ``rows`` (CSR) learned against the fixed label vectors."""
+    def _new_vectors(self, rows):
+        """Vectors for the images in ``rows`` (CSR): composed, or folded in (free vectors)."""
         self._check_params()
+        if self.image_vectors == "labels":
+            return self._compose(rows)
+        return self._fold_in(rows)
+
+    def _fold_in(self, rows):
+        """Vectors for ``rows`` learned against the fixed label vectors (the free part; with
+        ``labels+free`` on top of the composed one), each image on its own random stream
+        seeded from its labels (see :func:`vse_recsys._sampler.fold_in`)."""
         n_images, n_labels = rows.shape
-        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
-        generator = np.random.default_rng(seed)
-        # the label vectors' width, not self.factors, which a caller may have changed since fit
-        vectors = np.zeros((n_images, self.item_factors.shape[1]), dtype=self.item_factors.dtype)
+        width = self.item_factors.shape[1]
+        # a free vector starts at zero (the composed one, with labels+free): a start that
+        # depends on nothing but the image's labels
+        if self._composed:
+            vectors = self._compose(rows)
+        else:
+            vectors = np.zeros((n_images, width), dtype=self.item_factors.dtype)
+            if self.label_bias:
+                vectors[:, -1] = 1
         if rows.nnz == 0:
             return vectors
-        vectors[:] = generator.normal(0, self.init_scale, vectors.shape)
-        # one image's pairs are few: one thread, so a fold-in is deterministic; batches of
-        # images use every thread (rows are independent, so only order effects remain)
-        num_threads = 1 if n_images < 64 else self._threads()
         adaptive = None
+        num_threads = self._threads()
         if self.sampler == "adaptive":
-            adaptive = _sampler.AdaptiveSampler(
-                n_labels, vectors.shape[1], self.rank_decay * n_labels, num_threads
-            )
-        indptr = rows.indptr.astype(np.int64)
-        pair_images = np.repeat(np.arange(n_images, dtype=np.int32), np.diff(indptr))
-        # every pass in one kernel call, each in a fresh order: one refresh of the sampler
-        order = np.concatenate(
-            [generator.permutation(rows.nnz) for _ in range(self.fold_in_iterations)]
-        )
-        self._train_pairs(
-            vectors,
-            np.ascontiguousarray(self.item_factors),
-            indptr,
-            rows.indices,
-            pair_images[order],
-            rows.indices[order],
-            adaptive=adaptive,
-            warp_weights=_sampler.warp_rank_weights(n_labels),
-            rng_states=_sampler.make_rng_states(generator, num_threads),
-            refresh_interval=max(1, len(order)),
-            num_threads=num_threads,
-            update_labels=False,
-        )
+            adaptive = _sampler.AdaptiveSampler(n_labels, width, self.rank_decay * n_labels,
+                                                num_threads)
+        _sampler.fold_in(vectors, np.ascontiguousarray(self.item_factors),
+                         rows.indptr.astype(np.int64), rows.indices,
+                         _image_seeds(rows, self.random_state),
+                         passes=int(self.fold_in_iterations), adaptive=adaptive,
+                         num_threads=num_threads,
+                         **self._step_settings(_sampler.warp_rank_weights(n_labels)))
         if not scores_finite(vectors, self.item_factors):
             raise DivergenceError(
                 f"folding in {n_images} images diverged with learning_rate="
                 f"{self.learning_rate}; refit with a lower learning_rate"
             )
-        vectors[np.diff(indptr) == 0] = 0  # no known label: no vector, whatever the batch
         return vectors
 
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, fileobj_or_path):
-        """Save parameters and factors to a ``.npz`` file (no pickled objects).
+        """Save parameters and vectors to a ``.npz`` file (no pickled objects).
 
         A path is written atomically: to a temporary file in the same folder, flushed to disk,
         then renamed, so an interrupted save never leaves a truncated model behind. As with
@@ -521,8 +803,8 @@ class VSEEns(LabelModel):
         versions.
         """
         arrays = {name: getattr(self, name) for name in _SAVED_PARAMS}
-        arrays["user_factors"] = self.user_factors
-        arrays["item_factors"] = self.item_factors
+        for name in _SAVED_ARRAYS:
+            arrays[name] = getattr(self, name)
         arrays["dtype"] = np.dtype(self.dtype).name
         if isinstance(self.random_state, (int, np.integer)):  # Generators can't go in an .npz
             arrays["random_state"] = int(self.random_state)
@@ -535,7 +817,8 @@ class VSEEns(LabelModel):
 
         Nothing in the file is unpickled or executed. Every array is checked before the model
         is built, so a damaged file fails here, with its name and the problem, and never later
-        in ``recommend``. A path that does not exist is retried with ``.npz`` appended.
+        in ``recommend``. A path that does not exist is retried with ``.npz`` appended. Files of
+        format versions 1 and 2 load as the free-vector models they were.
 
         Raises
         ------
@@ -545,14 +828,14 @@ class VSEEns(LabelModel):
             Not an ``.npz`` model, a file of another kind (an Annotator file, another tool's
             model: the message says which), a truncated or corrupted file, a
             ``format_version`` newer than this vse-recsys reads, an unknown entry, a missing or
-            invalid parameter, or factors that are not finite 2-D float arrays of matching
+            invalid parameter, or vectors that are not finite 2-D float arrays of matching
             shapes and dtype.
         """
-        arrays, _ = read_model_file(fileobj_or_path, "VSEEns")
-        return cls._from_arrays(arrays, source_name(fileobj_or_path))
+        arrays, version = read_model_file(fileobj_or_path, "VSEEns")
+        return cls._from_arrays(arrays, source_name(fileobj_or_path), version)
 
     @classmethod
-    def _from_arrays(cls, arrays, name):
+    def _from_arrays(cls, arrays, name, version=3):
         """A model from the arrays of a saved file (without ``format`` and ``format_version``),
         validated; ModelFileError names ``name``."""
 
@@ -560,52 +843,103 @@ class VSEEns(LabelModel):
             return ModelFileError(f"{name} is not a valid VSEEns model file: {problem}")
 
         known = {*_SAVED_PARAMS, "dtype", "random_state"}
-        unknown = sorted(set(arrays) - known - {"user_factors", "item_factors"})
+        unknown = sorted(set(arrays) - known - set(_SAVED_ARRAYS))
         if unknown:
             raise fail(f"unknown entry {unknown[0]!r} (is it from a newer vse-recsys?)")
-
         params = read_params(arrays, known, fail)
+        if version < 3:
+            params = {**_BEFORE_VERSION_3, **params}
         missing = sorted({"factors", "dtype"} - set(params))
         if missing:
             raise fail(f"parameter {missing[0]!r} is missing")
-        seed = params.get("random_state")
-        if seed is not None and (isinstance(seed, (bool, str, float)) or seed < 0):
-            raise fail(f"random_state must be a non-negative integer seed, got {seed!r}")
         try:
             model = cls(**params)
             model._check_params()
         except (TypeError, ValueError) as error:
             raise fail(f"bad parameter: {error}") from None
-
-        present = [key for key in ("user_factors", "item_factors") if key in arrays]
-        if len(present) == 1:
-            other = ({"user_factors", "item_factors"} - set(present)).pop()
-            raise fail(f"it has {present[0]} but no {other}")
-        if present:
-            model.user_factors, model.item_factors = (
-                _checked_factors(arrays[key], key, model, fail)
-                for key in ("user_factors", "item_factors")
-            )
-            if model.item_factors.shape[0] == 0:
-                raise fail("item_factors has no rows: a fitted model has at least one label")
-            if not scores_finite(model.user_factors, model.item_factors):
-                raise fail("the factors are so large that scores overflow")
+        _load_vectors(model, arrays, fail)
         return model
 
 
-def _checked_factors(array, key, model, fail):
-    """A saved factor matrix as a native-order, C-contiguous array, or ``fail(problem)``."""
+def _load_vectors(model, arrays, fail):
+    """The saved vectors into ``model``, each checked against its parameters and the others."""
+    width = model.factors + bool(model.label_bias)
+    needed = {"item_factors": width, "user_factors": width}
+    if model._composed:
+        needed["label_inputs"] = model.factors
+        if model.image_vectors == "labels+free":
+            needed["free_factors"] = model.factors
+    present = [name for name in needed if name in arrays]
+    if not present:
+        return
+    for name in needed:
+        if name not in arrays:
+            raise fail(f"it has {present[0]} but no {name}")
+    for name, columns in needed.items():
+        setattr(model, name, _checked_vectors(arrays[name], name, columns, model, fail))
+    if model.item_factors.shape[0] == 0:
+        raise fail("item_factors has no rows: a fitted model has at least one label")
+    if model.label_inputs is not None and model.label_inputs.shape[0] != len(model.item_factors):
+        raise fail("label_inputs and item_factors must have a row per label")
+    if model.free_factors is not None and model.free_factors.shape[0] != len(model.user_factors):
+        raise fail("free_factors and user_factors must have a row per image")
+    if model.label_bias and len(model.user_factors) and not (model.user_factors[:, -1] == 1).all():
+        raise fail("with label_bias the last column of user_factors must be 1")
+    if not scores_finite(model.user_factors, model.item_factors):
+        raise fail("the vectors are so large that scores overflow")
+
+
+def _checked_vectors(array, key, columns, model, fail):
+    """A saved vector matrix as a native-order, C-contiguous array, or ``fail(problem)``."""
     if array.ndim != 2:
         raise fail(f"{key} must be a 2-D array, got shape {array.shape}")
     if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
         raise fail(f"{key} must hold float32 or float64 values, got {array.dtype}")
     if np.dtype(array.dtype.name) != np.dtype(model.dtype):
         raise fail(f"{key} is {array.dtype.name} but the model's dtype is {model.dtype}")
-    if array.shape[1] != model.factors:
-        raise fail(
-            f"{key} has {array.shape[1]} columns but the model has factors={model.factors}"
-        )
+    if array.shape[1] != columns:
+        bias = " and a bias column" if columns > model.factors else ""
+        raise fail(f"{key} has {array.shape[1]} columns but the model has "
+                   f"factors={model.factors}{bias}")
     finite = np.isfinite(array)
     if not finite.all():
         raise fail(f"{key} holds {array.size - np.count_nonzero(finite):,} NaN or infinite values")
     return np.ascontiguousarray(array, dtype=model.dtype)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _max_row_norm(array):
+    if array.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        return math.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64).max())
+
+
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(values):
+    """SplitMix64's finaliser of uint64 values (wrapping arithmetic, vectorised)."""
+    with np.errstate(over="ignore"):
+        z = values + _SPLITMIX_GAMMA
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _image_seeds(rows, random_state):
+    """One 64-bit seed per row of ``rows`` from its labels and the model's seed: the same
+    labels give the same seed, in any batch."""
+    seed = np.uint64(int(random_state) if isinstance(random_state, (int, np.integer)) else 0)
+    mixed = _splitmix(rows.indices.astype(np.uint64))
+    sums = np.zeros(rows.shape[0], dtype=np.uint64)
+    counts = np.diff(rows.indptr)
+    if rows.nnz:
+        with np.errstate(over="ignore"):
+            nonempty = counts > 0
+            sums[nonempty] = np.add.reduceat(mixed, rows.indptr[:-1][nonempty])
+    return _splitmix(_splitmix(sums ^ seed) + counts.astype(np.uint64))
