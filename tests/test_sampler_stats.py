@@ -747,3 +747,45 @@ def test_rng_state_advances_and_is_never_reseeded():
     one, two = _sampler.make_rng_states(generator, 4), _sampler.make_rng_states(generator, 4)
     assert not np.array_equal(one[:, :4], two[:, :4])
     assert len({tuple(row) for row in np.vstack([one[:, :4], two[:, :4]])}) == 8
+
+
+# -- WARP's search (issue 13, item 25) ------------------------------------------------------------
+
+
+def _warp_setup(n_labels, violators, seed=0):
+    """A 1-factor model where exactly ``violators`` of the labels 1..n-1 violate the margin
+    for an image whose positive (label 0, never a violator) scores 0.5."""
+    rng = np.random.default_rng(seed)
+    item_factors = np.full((n_labels, 1), -10.0)
+    chosen = rng.choice(np.arange(1, n_labels), size=violators, replace=False)
+    item_factors[chosen] = 0.0  # margin 1 + 0 > 0.5: a violation
+    return np.ones(1), item_factors, set(chosen.tolist())
+
+
+@pytest.mark.parametrize("n_labels, violators", [(200, 5), (1000, 1), (50, 25)])
+def test_warp_draws_follow_the_geometric_law_and_stop_at_a_violator(n_labels, violators):
+    """Each draw is uniform over the labels, so the draws to the first of m violators are
+    geometric with p = m / n: mean n / m, variance (1 - p) / p^2. Over 20,000 searches (the
+    cap, 10,000 draws, is never reached in practice) a 4.5-sigma band on the mean fails with
+    probability < 1e-5 for a correct search; a search that takes its first draw (mean 1) or
+    never stops early (mean = the cap) is far outside it."""
+    user, item_factors, chosen = _warp_setup(n_labels, violators)
+    negatives, draws, weights = _sampler.choose_warp_negatives(
+        user, 0, 0.5, item_factors, 1.0, 10_000, 20_000,
+        _sampler.make_rng_states(np.random.default_rng(1), 1))
+    assert set(negatives.tolist()) <= chosen  # every search ends on a violator
+    p = violators / n_labels
+    sigma = np.sqrt((1 - p) / p**2 / len(draws))
+    assert abs(draws.mean() - 1 / p) < 4.5 * sigma, (draws.mean(), 1 / p)
+    # the step's weight is L(floor((n - 1) / draws)) of the negatives tried (here: all draws)
+    table = _sampler.warp_rank_weights(n_labels)
+    ranks = np.maximum((n_labels - 1) // draws, 1)
+    np.testing.assert_allclose(weights, table[ranks])
+
+
+def test_warp_gives_up_after_max_sampled_draws_when_nothing_violates():
+    user, item_factors, _ = _warp_setup(100, 0)
+    negatives, draws, weights = _sampler.choose_warp_negatives(
+        user, 0, 0.5, item_factors, 1.0, 37, 500,
+        _sampler.make_rng_states(np.random.default_rng(2), 1))
+    assert (negatives == -2).all() and (draws == 37).all()  # NO_VIOLATOR, after the cap

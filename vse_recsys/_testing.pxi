@@ -97,3 +97,37 @@ def draw_ranks_parallel(int32_t n_labels, double rank_decay, Py_ssize_t size_per
             for i in range(size_per_thread):
                 ranks[t, i] = _draw_rank(&rng_states[t, 0], n_labels, rank_decay, norm) + 1
     return out
+
+
+def choose_warp_negatives(floating[::1] user, int32_t positive, double positive_score,
+                          floating[:, ::1] item_factors, double margin, int max_sampled,
+                          Py_ssize_t size, uint64_t[:, ::1] rng_state):
+    """``size`` WARP choices of a negative for one image vector with no other positive, as
+    training makes them (``_choose_negative``): the labels (NO_VIOLATOR: none found), the
+    draws each took and the rank weight each step would be scaled by."""
+    cdef int32_t n_labels = item_factors.shape[0], k = item_factors.shape[1]
+    if user.shape[0] != k:
+        raise ValueError("user vector length must equal item_factors' width")
+    weights_table = warp_rank_weights(n_labels)
+    cdef const double[::1] table = weights_table
+    cdef EpochSettings settings = EpochSettings(
+        loss=WARP, sampler=UNIFORM, n_labels=n_labels, n_factors=k, learning_rate=0,
+        regularization=0, margin=margin, max_sampled=max_sampled, candidates=1, verify=True,
+        update_labels=False, bias=False, warp_weights=&table[0])
+    cdef Positives positives
+    positives.labels = NULL
+    positives.count = 0
+    negatives = np.empty(size, dtype=np.int32)
+    draws = np.zeros(size, dtype=np.int64)
+    weights = np.empty(size, dtype=np.float64)
+    cdef int32_t[::1] chosen = negatives
+    cdef int64_t[::1] drawn = draws
+    cdef double[::1] weighted = weights
+    cdef floating negative_score, rank_weight
+    cdef Py_ssize_t t
+    for t in range(size):
+        chosen[t] = _choose_negative(&user[0], positive, <floating> positive_score, positives,
+                                     &item_factors[0, 0], &settings, NULL, &rng_state[0, 0],
+                                     -1, &drawn[t], &negative_score, &rank_weight)
+        weighted[t] = rank_weight
+    return negatives, draws, weights
