@@ -127,7 +127,9 @@ def estimate_fit_memory(
         trained += n_images * width * itemsize
     most = n_labels if max_labels is None else min(int(max_labels), n_labels)
     stride = -(-width // 16) * 16
-    validation_images = min(10_000, -(-n_images // 10)) if early_stopping else 0
+    # (as split_validation: a tenth of the images, at least 1,000 or half, at most 10,000)
+    validation_images = min(10_000, max(-(-n_images // 10), min(1_000, n_images // 2))) \
+        if early_stopping else 0
     terms = {
         "training matrix": 14 * nnz + 16 * (n_images + 1),
         # the vectors, the copy of what fit keeps (best or last epoch) and AdaGrad's sums
