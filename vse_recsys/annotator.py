@@ -47,7 +47,10 @@ from .adapters._ids import IdIndex, plain, storable_ids
 from .ease import EASE
 from .model import VSEEns
 
-__all__ = ["Annotator", "ModelFileError", "Tags"]
+__all__ = ["Annotator", "ModelFileError", "TAG_COLUMNS", "Tags", "tags_table"]
+
+#: The columns of a table of suggestions (``vse-recsys tag``'s CSV, ``tag_parquet``'s parts)
+TAG_COLUMNS = ("image", "rank", "label", "name", "score")
 
 _MODEL_PREFIX = "model."
 #: The models an Annotator can hold, by the kind their files name (see vse_recsys._npz).
@@ -595,6 +598,22 @@ class Annotator:
         )
         annotator._check_fitted()
         return annotator
+
+
+def tags_table(results, image_dtype=None, label_dtype=None):
+    """A list of :class:`Tags` as a table: one row per (image, suggested label), the columns
+    of :data:`TAG_COLUMNS`, best first within an image. ``image_dtype`` / ``label_dtype`` fix
+    those columns' types (so that an empty table has them too)."""
+    rows = [(tags.image, rank, label, name, score)
+            for tags in results
+            for rank, (label, name, score) in enumerate(
+                zip(tags.labels, tags.names, tags.scores), start=1)]
+    frame = pd.DataFrame(rows, columns=list(TAG_COLUMNS))
+    types = {"rank": np.int64, "name": object, "score": np.float64}
+    for column, dtype in (("image", image_dtype), ("label", label_dtype)):
+        if dtype is not None:
+            types[column] = np.int64 if np.dtype(dtype).kind in "iu" else object
+    return frame.astype(types)
 
 
 def _new_ids(start, count):

@@ -346,7 +346,11 @@ def _tag_parser(commands):
     inputs.add_argument("--labels-file", metavar="FILE",
                         help="new images as (image, label) pairs, CSV/TSV: each image of the "
                         "file is folded in from its labels, under its ID from the file")
-    _add_format_options(inputs, [FORMATS["pairs"]], what="--labels-file (pairs)")
+    inputs.add_argument("--pairs-parquet", metavar="DIR",
+                        help="new images as a Parquet dataset of (image, label) pairs, a folder "
+                        "of part files partitioned by image: tagged on Dask (needs the dask "
+                        "extra), written as Parquet parts to --output DIR")
+    _add_format_options(inputs, [FORMATS["pairs"]], what="--labels-file / --pairs-parquet")
     inputs.add_argument("--skip-unknown", action="store_true",
                         help="--labels / --labels-file: leave out labels the model does not "
                         "know (with a warning) instead of failing")
@@ -360,6 +364,9 @@ def _tag_parser(commands):
                      "image with its known labels and suggestions")
     out.add_argument("-o", "--output", default="-", metavar="FILE",
                      help="where to write ('-': stdout, the default)")
+    tag.add_argument("--scheduler", metavar="ADDRESS",
+                     help="--pairs-parquet: the Dask scheduler to run on (default: a local "
+                     "cluster of this machine's cores)")
     tag.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                      help="threads (default: the model's setting)")
     tag.add_argument("--fold-in-iterations", type=_positive_int, default=None, metavar="N",
@@ -544,8 +551,13 @@ def _split_labels(text):
 
 
 def _tag(args):
+    if args.pairs_parquet:
+        return _tag_on_dask(args)
+    if args.scheduler:
+        raise UserError("--scheduler goes with --pairs-parquet")
     if not (args.image or args.images_file or args.labels or args.labels_file):
-        raise UserError("nothing to tag: give --image, --images-file, --labels or --labels-file")
+        raise UserError("nothing to tag: give --image, --images-file, --labels, --labels-file "
+                        "or --pairs-parquet")
     annotator = _load_annotator(args)
     if args.fold_in_iterations is not None:
         annotator.model.fold_in_iterations = args.fold_in_iterations
@@ -556,6 +568,35 @@ def _tag(args):
     results = annotator.suggest(images, new, N=args.top, include_known=args.include_known,
                                 skip_unknown=args.skip_unknown)
     _write_tags(results, args)
+    return 0
+
+
+def _tag_on_dask(args):
+    from .distributed import tag_parquet
+
+    if args.image or args.images_file or args.labels or args.labels_file:
+        raise UserError("--pairs-parquet tags a whole dataset: give it alone, without --image, "
+                        "--images-file, --labels or --labels-file")
+    if args.output == "-" or args.format != "csv":
+        raise UserError("--pairs-parquet writes Parquet parts: give the output folder with "
+                        "--output DIR (and no --format)")
+    annotator = _load_annotator(args)
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    options = _format_options(args, "pairs")
+    try:
+        summary = tag_parquet(annotator, args.pairs_parquet, args.output, N=args.top,
+                              include_known=args.include_known, skip_unknown=args.skip_unknown,
+                              image_col=options.get("image_col", "image"),
+                              label_col=options.get("label_col", "label"), client=client)
+    finally:
+        if client is not None:
+            client.close()
+    _note(args, f"vse-recsys: note: tagged {summary['images']:,} images from "
+          f"{summary['parts']:,} parts: {summary['rows']:,} rows in {summary['output']}")
     return 0
 
 
@@ -597,14 +638,13 @@ def _write_tags(results, args):
         ]
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     else:
+        from .annotator import TAG_COLUMNS, tags_table
+
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "rank", "label", "name", "score"])
-        for tags in results:
-            for rank, (label, name, score) in enumerate(
-                zip(tags.labels, tags.names, tags.scores), start=1
-            ):
-                writer.writerow([tags.image, rank, label, name, f"{score:.6g}"])
+        writer.writerow(TAG_COLUMNS)
+        for row in tags_table(results).itertuples(index=False):
+            writer.writerow([*row[:-1], f"{row[-1]:.6g}"])
         text = buffer.getvalue()
     with _open_output(args.output) as handle:
         handle.write(text)
