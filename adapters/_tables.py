@@ -64,6 +64,14 @@ def _format_suffix(path):
     return path.suffix.lower()
 
 
+def parquet_parts(folder):
+    """The Parquet part files of a dataset folder: every ``*.parquet`` below it (hidden files
+    and Spark's ``_SUCCESS`` markers aside), in sorted order."""
+    return sorted(path for path in Path(folder).rglob("*.parquet")
+                  if path.is_file() and not any(part.startswith((".", "_"))
+                                                for part in path.relative_to(folder).parts))
+
+
 def is_parquet(path):
     return _format_suffix(path) in _PARQUET
 
@@ -138,6 +146,11 @@ class TableReader:
         For files without a header: the number of fields every line must have.
     chunksize : int
         Rows per chunk.
+
+    A folder of Parquet part files (as Spark and Dask write a dataset: every ``*.parquet``
+    below it, in sorted order) is read as one table, part after part; errors name the part and
+    its row. ``rows`` is the table's row count when its metadata gives it (Parquet), for a
+    progress bar.
     """
 
     def __init__(
@@ -151,21 +164,35 @@ class TableReader:
         self.chunksize = int(chunksize or DEFAULT_CHUNKSIZE)
         if self.chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, got {chunksize}")
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no such file: {self.path}")
-        self.parquet = is_parquet(self.path)
+        self.parts = parquet_parts(self.path) if self.path.is_dir() else [self.path]
+        if not self.path.exists() or not self.parts:
+            raise FileNotFoundError(f"no such file: {self.path}" if not self.path.exists()
+                                    else f"{self.path} is a folder without .parquet files")
+        self._starts = []  # (first global row, part) of each part read so far, for errors
+        self.parquet = self.path.is_dir() or is_parquet(self.path)
         self.unit = "row" if self.parquet else "line"
         self.sep = None if self.parquet else (_separator(sep) or guess_separator(self.path))
         self._check_columns()
 
     # -- errors ---------------------------------------------------------------------------------
 
+    @property
+    def rows(self):
+        """The number of rows, from the Parquet metadata (None for text files)."""
+        if not self.parquet:
+            return None
+        return sum(_parquet_file(part).metadata.num_rows for part in self.parts)
+
     def error(self, row, problem, expected=None):
         """A DatasetFormatError for 0-based data row ``row`` (None: the whole file)."""
         if row is None:
             return DatasetFormatError(self.path, None, problem, expected)
-        line = row + 1 if self.parquet else _data_line(self.path, row, self.header)
-        return DatasetFormatError(self.path, line, problem, expected, unit=self.unit)
+        if not self.parquet:
+            line = _data_line(self.path, row, self.header)
+            return DatasetFormatError(self.path, line, problem, expected, unit=self.unit)
+        start, part = next((start, part) for start, part in reversed(self._starts)
+                           if start <= row)
+        return DatasetFormatError(part, row - start + 1, problem, expected, unit=self.unit)
 
     def _parser_error(self, exc):
         message = str(exc)
@@ -179,8 +206,8 @@ class TableReader:
 
     def _file_columns(self):
         if self.parquet:
-            schema = _parquet_file(self.path).schema_arrow
-            self._check_parquet_types(schema)
+            schema = _parquet_file(self.parts[0]).schema_arrow
+            self._check_parquet_types(schema, self.parts[0])
             return list(schema.names)
         try:
             with format_errors(self.path):
@@ -202,14 +229,17 @@ class TableReader:
             )
         return list(frame.columns)
 
-    def _check_parquet_types(self, schema):
+    def _check_parquet_types(self, schema, part):
         """Parquet columns must hold plain values: an ID column of lists or structs cannot be
         read as IDs (and would fail later with an unhelpful TypeError)."""
         import pyarrow as pa
 
         for column in self.columns:
             if column not in schema.names:
-                continue  # reported by _check_columns
+                if part != self.parts[0]:  # (the first part's: reported by _check_columns)
+                    raise DatasetFormatError(part, None, f"no column {column!r}",
+                                             f"the columns of {self.parts[0].name}")
+                continue
             kind = schema.field(column).type
             if pa.types.is_dictionary(kind):
                 kind = kind.value_type
@@ -218,7 +248,7 @@ class TableReader:
                      or pa.types.is_boolean(kind) or pa.types.is_null(kind))
             if not plain:
                 raise DatasetFormatError(
-                    self.path, None, f"column {column!r} holds {kind}",
+                    part, None, f"column {column!r} holds {kind}",
                     "integers, numbers or strings",
                 )
 
@@ -261,15 +291,18 @@ class TableReader:
     def _raw_chunks(self):
         if self.parquet:
             offset = 0
-            with _parquet_errors(self.path):
-                batches = _parquet_file(self.path).iter_batches(
-                    batch_size=self.chunksize, columns=self.columns
-                )
-                for batch in batches:
-                    frame = batch.to_pandas()
-                    frame.index += offset
-                    offset += len(frame)
-                    yield frame
+            for part in self.parts:
+                self._starts.append((offset, part))
+                with _parquet_errors(part):
+                    reader = _parquet_file(part)
+                    if part != self.parts[0]:
+                        self._check_parquet_types(reader.schema_arrow, part)
+                    for batch in reader.iter_batches(batch_size=self.chunksize,
+                                                     columns=self.columns):
+                        frame = batch.to_pandas()
+                        frame.index += offset
+                        offset += len(frame)
+                        yield frame
             return
         # all columns are parsed (not usecols) so that a line with extra fields is an error;
         # only empty fields count as missing, so IDs such as "NA" or "null" stay text; IDs are

@@ -561,29 +561,38 @@ class _PairCollector:
         """Fix the ID order and build one canonical float32 CSR matrix per target.
 
         `numeric_ids` turns IDs read as text into int64 when all of them are canonical integers.
+        Memory stays near 20 bytes per pair at the peak (int32 rows and columns, float32
+        values, and the CSR matrix they become), whatever the number of chunks: each chunk's
+        codes are turned into positions and dropped as the positions are filled in.
         """
         image_ids, image_maps = self._images.finish(numeric_ids)
         label_ids, label_maps = self._labels.finish(numeric_ids)
+        shape = (len(image_ids), len(label_ids))
+        index = np.int32 if max(shape) < 2**31 else np.int64
 
         def positions(codes, chunk, maps):
             return codes if chunk is None else maps[chunk][codes]
 
-        def no_entries():  # rows, columns, values; starting empty keeps dtypes for no pairs
-            return [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)]
-
-        entries = {"positives": no_entries()}
-        for into, (rows, image_chunk), (cols, label_chunk), weights in self._parts:
-            target = entries.setdefault(into, no_entries())
-            target[0].append(positions(rows, image_chunk, image_maps))
-            target[1].append(positions(cols, label_chunk, label_maps))
-            target[2].append(np.ones(len(rows), np.float32) if weights is None else weights)
         matrices, duplicates = {}, {}
-        for into, (rows, cols, data) in entries.items():
-            rows, cols, data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
-            shape = (len(image_ids), len(label_ids))
-            matrix = sp.coo_matrix((data, (rows, cols)), shape=shape).tocsr()  # sums duplicates
+        for into in dict.fromkeys(["positives", *(part[0] for part in self._parts)]):
+            parts = [part for part in self._parts if part[0] == into]
+            count = sum(len(rows) for _, (rows, _), _, _ in parts)
+            rows, cols = np.empty(count, index), np.empty(count, index)
+            data = np.ones(count, np.float32)
+            start = 0
+            for _, (row_codes, image_chunk), (col_codes, label_chunk), weights in parts:
+                stop = start + len(row_codes)
+                rows[start:stop] = positions(row_codes, image_chunk, image_maps)
+                cols[start:stop] = positions(col_codes, label_chunk, label_maps)
+                if weights is not None:
+                    data[start:stop] = weights
+                start = stop
+            self._parts = [part for part in self._parts if part[0] != into]  # codes freed
+            matrix = sp.coo_matrix((data, (rows, cols)), shape=shape)
+            del rows, cols, data
+            matrix = matrix.tocsr()  # sums duplicates
             if binary:
                 matrix.data[:] = 1
             matrices[into] = matrix
-            duplicates[into] = int(len(rows) - matrix.nnz)
+            duplicates[into] = int(count - matrix.nnz)
         return _Built(image_ids, label_ids, matrices, duplicates)

@@ -16,6 +16,7 @@ Adding a format is one reader module plus one :class:`DataFormat` line in :data:
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._tables import parquet_parts
 from .errors import DatasetFormatError
 from .movielens import read_movielens
 from .mulan import find_mulan_xml, is_arff, read_mulan
@@ -46,12 +47,14 @@ class FormatOption:
 
 @dataclass(frozen=True)
 class DataFormat:
-    """A named format: its reader ``read(path, **options)`` and the options it takes."""
+    """A named format: its reader ``read(path, **options)`` and the options it takes
+    (``progress``: the reader takes ``show_progress``, a bar over the rows it reads)."""
 
     name: str
     description: str
     read: object
     options: tuple = field(default_factory=tuple)
+    progress: bool = False
 
 
 def _pair_columns(value, header):
@@ -67,7 +70,8 @@ def _pair_columns(value, header):
     return position
 
 
-def read_pair_table(path, image_col="image", label_col="label", sep=None, header=True):
+def read_pair_table(path, image_col="image", label_col="label", sep=None, header=True,
+                    show_progress=False):
     """:func:`read_pairs` with the command line's conventions: default column names ``image``
     and ``label``, and column numbers given as text (``"0"``) when there is no header."""
     return read_pairs(
@@ -76,6 +80,7 @@ def read_pair_table(path, image_col="image", label_col="label", sep=None, header
         _pair_columns(label_col, header),
         sep=sep,
         header=header,
+        show_progress=show_progress,
     )
 
 
@@ -104,8 +109,9 @@ PAIR_OPTIONS = (
 FORMATS = {
     fmt.name: fmt
     for fmt in (
-        DataFormat("pairs", "CSV / TSV (optionally compressed) / Parquet, one (image, label) "
-                   "per row", read_pair_table, PAIR_OPTIONS),
+        DataFormat("pairs", "CSV / TSV (optionally compressed) / Parquet file or folder of "
+                   "Parquet parts, one (image, label) per row", read_pair_table, PAIR_OPTIONS,
+                   progress=True),
         DataFormat("mulan", "MULAN ARFF with its XML label header, or MEKA ARFF (its "
                    "relation's -C names the labels); optionally compressed", _read_mulan_beside,
                    (FormatOption("xml", "the XML label header (default: <name>.xml beside the "
@@ -132,7 +138,8 @@ def guess_format(path):
 
     ``*.arff`` (also compressed) is mulan; a folder holding ``u.data`` / ``ratings.dat`` /
     ``ratings.csv`` (or such a file) is movielens, a folder holding ``ImageList/`` nuswide, one
-    holding the 1k tag lists nuswide-tags; any other file is pairs.
+    holding the 1k tag lists nuswide-tags, one holding ``.parquet`` part files pairs; any other
+    file is pairs.
 
     Raises
     ------
@@ -147,6 +154,8 @@ def guess_format(path):
             return "nuswide"
         if (path / "TagList1k.txt").is_file() or (path / "NUS_WID_Tags").is_dir():
             return "nuswide-tags"
+        if parquet_parts(path):  # a dataset of Parquet part files (Spark, Dask)
+            return "pairs"
         raise DatasetFormatError(
             path, None, "a folder whose format cannot be recognised",
             "a data file, or a folder of one of the formats movielens, nuswide, nuswide-tags "
@@ -159,7 +168,7 @@ def guess_format(path):
     return "pairs"
 
 
-def read_any(path, format="auto", **options):
+def read_any(path, format="auto", show_progress=False, **options):
     """Read a dataset in any registered format.
 
     Parameters
@@ -168,6 +177,8 @@ def read_any(path, format="auto", **options):
         The data file or folder.
     format : str, default "auto"
         A name of :data:`FORMATS`, or ``"auto"`` (see :func:`guess_format`).
+    show_progress : bool
+        A progress bar over the rows, for the formats that can show one (pairs).
     **options
         The format's reader options (``FORMATS[name].options``); an option the format does not
         take is an error, not ignored.
@@ -197,4 +208,6 @@ def read_any(path, format="auto", **options):
     if unknown:
         takes = ", ".join(sorted(allowed)) or "no options"
         raise ValueError(f"format {name!r} has no option {unknown[0]!r} (it takes {takes})")
+    if show_progress and data_format.progress:
+        options["show_progress"] = True
     return data_format.read(path, **options)

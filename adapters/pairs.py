@@ -1,6 +1,7 @@
 """Generic pair tables: CSV, TSV (optionally compressed) or Parquet, one row per pair."""
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ._tables import TableReader
 from .dataset import ImageLabels, _PairCollector
@@ -18,6 +19,7 @@ def read_pairs(
     *,
     header=True,
     binary=True,
+    show_progress=False,
 ):
     """Read (image, label[, weight]) pairs from a CSV/TSV/Parquet file, chunk by chunk.
 
@@ -27,8 +29,9 @@ def read_pairs(
     Parameters
     ----------
     path : path-like
-        ``.csv``, ``.tsv``/``.tab``, any of these gzip/bz2/xz-compressed, or ``.parquet``
-        (needs pyarrow). Other text files: the separator is guessed from the first line.
+        ``.csv``, ``.tsv``/``.tab``, any of these gzip/bz2/xz-compressed, ``.parquet`` (needs
+        pyarrow), or a folder of Parquet part files (a dataset as Spark or Dask write it, read
+        part by part). Other text files: the separator is guessed from the first line.
     image_col, label_col : str or int
         Column names, or 0-based positions when ``header=False``.
     weight_col : str or int, optional
@@ -41,6 +44,8 @@ def read_pairs(
         Whether the first line names the columns.
     binary : bool, default True
         As in :meth:`ImageLabels.from_pairs`: 1 per distinct pair, or summed weights.
+    show_progress : bool, default False
+        A progress bar over the rows (with a total for Parquet, whose metadata counts them).
 
     Returns
     -------
@@ -58,7 +63,10 @@ def read_pairs(
     )
     collector = _PairCollector()
     zero_weight = 0
+    progress = tqdm(total=table.rows, unit="pair", unit_scale=True, desc="read",
+                    disable=not show_progress)
     for frame in table.chunks():
+        progress.update(len(frame))
         keep = weights = None
         if weight_col is not None:
             weights = table.numbers(frame, weight_col, minimum=0, what="weight")
@@ -70,6 +78,7 @@ def read_pairs(
             None if binary else weights,
             keep=keep,
         )
+    progress.close()
     built = collector.build(binary=binary, numeric_ids=True)
     dropped = {"duplicates": built.duplicates["positives"]}
     if weight_col is not None:

@@ -81,6 +81,35 @@ def test_read_pairs_parquet(tmp_path):
         read_pairs(path, "i", "x")
 
 
+def test_a_folder_of_parquet_parts_is_read_as_one_table(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    from vse_recsys.adapters import read_any
+
+    folder = tmp_path / "dataset"
+    (folder / "day=1").mkdir(parents=True)
+    pd.DataFrame({"image": [3, 1], "label": ["a", "b"]}).to_parquet(folder / "day=1" / "p0.parquet")
+    pd.DataFrame({"image": [3, 2, 2], "label": ["a", "c", "a"]}).to_parquet(folder / "p1.parquet")
+    (folder / "_SUCCESS").write_text("")  # Spark's marker, not a part
+    data = read_pairs(folder, "image", "label", chunksize=2, show_progress=True)
+    assert list(data.image_ids) == [1, 2, 3] and list(data.label_ids) == ["a", "b", "c"]
+    assert data.user_items.toarray().tolist() == [[0, 1, 0], [1, 0, 1], [1, 0, 0]]
+    assert data.dropped == {"duplicates": 1}  # (3, a) is in both parts
+    assert "5.00/5.00" in capsys.readouterr().err  # the progress bar knew the row count
+    auto = read_any(folder)  # a folder of parts is recognised as pairs
+    assert (auto.user_items != data.user_items).nnz == 0
+    pd.DataFrame({"image": [None], "label": ["a"]}).to_parquet(folder / "p2.parquet")
+    with pytest.raises(DatasetFormatError, match=r"p2\.parquet, row 1: missing 'image ID'"):
+        read_pairs(folder, "image", "label")
+    pd.DataFrame({"img": [1], "label": ["a"]}).to_parquet(folder / "p2.parquet")
+    with pytest.raises(DatasetFormatError, match=r"p2\.parquet: no column 'image'"):
+        read_pairs(folder, "image", "label")
+
+
+def test_a_folder_without_parts_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder without .parquet files"):
+        read_pairs(tmp_path, "image", "label")
+
+
 def test_read_pairs_weights_and_headerless_positions(tmp_path):
     path = write_text(tmp_path / "p.csv", "a,x,1\na,x,2\nb,y,0\nb,z,0.5\n")
     binary = read_pairs(path, 0, 1, 2, header=False)

@@ -168,7 +168,8 @@ def test_the_memory_estimate_bounds_what_fit_allocates_and_is_tight(shape, param
     model = VSEEns(**{**settings, **params})
     most = int(np.diff(user_items.indptr).max())
     for continuing in (False, True):  # a second fit reuses the factors
-        estimate = model.estimate_memory(n_images, n_labels, user_items.nnz, most)
+        # (random_labels gives canonical binary CSR, which fit does not copy)
+        estimate = model.estimate_memory(n_images, n_labels, user_items.nnz, most, True)
         tracemalloc.start()  # numpy reports its allocations to tracemalloc
         try:
             model.fit(user_items, show_progress=False)
@@ -182,7 +183,7 @@ def test_fit_fails_fast_with_the_estimate_when_memory_is_short(monkeypatch):
     user_items = random_labels(n_images=20_000, n_labels=1_000, per_image=5)
     model = VSEEns(factors=64, num_threads=1, random_state=0, loss="hinge", sampler="adaptive")
     estimate = model.estimate_memory(*user_items.shape, user_items.nnz,
-                                     int(np.diff(user_items.indptr).max()))
+                                     int(np.diff(user_items.indptr).max()), True)
     monkeypatch.setattr(memory, "available_memory", lambda: estimate.total // 2)
     tracemalloc.start()
     try:

@@ -47,13 +47,15 @@ class NotSparseError(TypeError, ValueError):
     """
 
 
-def binary_csr(matrix, name="user_items", *, allow_empty=False, stacklevel=3):
-    """Validate a sparse images x labels matrix and return a canonical binary CSR copy.
+def binary_csr(matrix, name="user_items", *, allow_empty=False, stacklevel=3, copy=False):
+    """Validate a sparse images x labels matrix and return it as canonical binary CSR.
 
     The one canonicaliser of the package (models, Annotator, evaluation): other sparse formats
     are converted (with an :class:`InputWarning`), duplicate entries merged and explicit zeros
     dropped (each with an InputWarning saying how many), indices sorted and int32, every value 1.
-    The input is not modified.
+    The input is never modified. A matrix that is canonical already (CSR, sorted int32 indices
+    without duplicates, float32 ones) is returned as it is, unless ``copy``: training on
+    hundreds of millions of pairs need not hold them twice.
 
     Parameters
     ----------
@@ -95,6 +97,8 @@ def binary_csr(matrix, name="user_items", *, allow_empty=False, stacklevel=3):
         raise ValueError(f"too many labels ({n_labels}); at most 2**31 - 2 are supported")
     check_sparse_structure(matrix, name)
     _check_values(_stored_values(matrix), name)
+    if not copy and _is_canonical_binary(matrix) and (allow_empty or matrix.nnz):
+        return matrix
     binary = _ones_where_stored(matrix)
     stored = matrix.nnz  # with duplicates, also of a COO matrix that conversion merged
     binary.sum_duplicates()
@@ -119,6 +123,18 @@ def binary_csr(matrix, name="user_items", *, allow_empty=False, stacklevel=3):
     binary.indices = binary.indices.astype(np.int32, copy=False)
     binary.data[:] = 1
     return binary
+
+
+def _is_canonical_binary(matrix):
+    """A CSR matrix in exactly the form binary_csr makes (read-only checks, O(nnz))."""
+    return (
+        matrix.format == "csr"
+        and np.asarray(matrix.indices).dtype == np.int32
+        and np.asarray(matrix.data).dtype == np.float32
+        and len(matrix.indices) == len(matrix.data) == matrix.nnz
+        and matrix.has_canonical_format  # sorted, no duplicates (scipy checks, then caches)
+        and bool((np.asarray(matrix.data) == 1).all())
+    )
 
 
 def _stored_values(matrix):

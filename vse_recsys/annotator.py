@@ -118,7 +118,7 @@ class Annotator:
             )
         self.user_items = None
         if user_items is not None:
-            self.user_items = binary_csr(user_items, "user_items", allow_empty=True)
+            self.user_items = binary_csr(user_items, "user_items", allow_empty=True, copy=True)
             if self.user_items.shape[1] != len(self._labels):
                 raise ValueError(
                     f"user_items has {self.user_items.shape[1]} columns for "

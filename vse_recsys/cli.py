@@ -441,7 +441,9 @@ def _read_dataset(args):
     if name == "auto" and Path(args.data).exists():
         name = guess_format(args.data)
     options = _format_options(args, name) if name in FORMATS else {}
-    return read_any(args.data, name, **options), f"{args.data} ({name} format)"
+    progress = not getattr(args, "quiet", False)
+    return read_any(args.data, name, show_progress=progress, **options), \
+        f"{args.data} ({name} format)"
 
 
 def _read_pairs(args, path):
@@ -494,8 +496,11 @@ def _fit(args):
     if dataset.n_pairs == 0:
         raise ValueError(f"{description} has no (image, label) pair to train on")
     if not args.quiet:
+        dropped = "; ".join(f"{count:,} {reason.replace('_', ' ')}"
+                            for reason, count in dataset.dropped.items() if count)
         print(f"Read {description}: {dataset.n_images:,} images x {dataset.n_labels:,} labels, "
-              f"{dataset.n_pairs:,} pairs")
+              f"{dataset.n_pairs:,} pairs" + (f" (input rows not kept: {dropped})"
+                                               if dropped else ""))
     annotator = Annotator.from_dataset(dataset, model)
     started = time.perf_counter()
     try:
@@ -512,7 +517,10 @@ def _fit(args):
             last = history[-1] if history else None
             health = (f"; last epoch: {last['violation_rate']:.1%} of sampled negatives "
                       f"violated the margin" if last else "")
-            print(f"Trained {model.iterations} epochs in {seconds:.1f} s{health}")
+            if model.best_iteration_ is not None:
+                health += (f"; kept epoch {model.best_iteration_} (validation MAP "
+                           f"{max(model.validation_scores_):.4f}, early stopping)")
+            print(f"Trained {len(history)} epochs in {seconds:.1f} s{health}")
         print(f"Saved the model to {written}")
     return 0
 

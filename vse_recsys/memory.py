@@ -78,7 +78,7 @@ class MemoryEstimate(NamedTuple):
 def estimate_fit_memory(
     n_images, n_labels, nnz, factors, *, itemsize=4, adaptive=True, num_threads=1,
     new_model=True, image_vectors="free", label_bias=False, adagrad=False,
-    early_stopping=False, max_labels=None,
+    early_stopping=False, max_labels=None, canonical_input=False,
 ):
     """Estimate the peak memory (bytes) ``VSEEns.fit`` allocates; see the module notes.
 
@@ -108,6 +108,8 @@ def estimate_fit_memory(
     max_labels : int, optional
         The most labels of one image (sizes the composed model's per-thread scratch; at most
         ``n_labels`` when not given).
+    canonical_input : bool
+        The matrix is canonical binary CSR already, so fit does not copy it.
 
     Returns
     -------
@@ -131,7 +133,7 @@ def estimate_fit_memory(
     validation_images = min(10_000, max(-(-n_images // 10), min(1_000, n_images // 2))) \
         if early_stopping else 0
     terms = {
-        "training matrix": 14 * nnz + 16 * (n_images + 1),
+        "training matrix": 0 if canonical_input else 14 * nnz + 16 * (n_images + 1),
         # the vectors, the copy of what fit keeps (best or last epoch) and AdaGrad's sums
         "factors": (2 + bool(adagrad)) * trained if new_model else (1 + bool(adagrad)) * trained,
         "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
@@ -144,16 +146,20 @@ def estimate_fit_memory(
             else threads * (2 * width * 8 + 64)
         ),
         # the split's copy of the pairs, and scoring up to 2,048 held-out images at a time
-        "validation pairs": 10 * nnz + 16 * (n_images + 1) if early_stopping else 0,
+        "validation pairs": 8 * nnz + 16 * (n_images + 1) if early_stopping else 0,
         "validation scoring": (
             # the held-out images' vectors, their scores in blocks of at most 2^22 (float32, and
             # a comparison's and a temporary's byte each)
             validation_images * (width * itemsize + 4 * width) + 6 * min(
                 validation_images * n_labels, max(n_labels, 1 << 22)) if early_stopping else 0
         ),
-        "validation split": 40 * nnz if early_stopping else 0,
+        "validation split": 9 * nnz if early_stopping else 0,
         # composed: the training images' vectors, made at the end from every label
-        "image vectors": 16 * nnz + n_images * (8 * k + width * itemsize) if composed else 0,
+        "image vectors": (
+            16 * nnz + n_images * (8 * k + width * itemsize)
+            + (n_images * k * itemsize if image_vectors == "labels+free" else 0)
+            if composed else 0
+        ),
         "adaptive sampler": (
             12 * width * n_labels + threads * (8 * n_labels + _RADIX_SCRATCH) if adaptive else 0
         ),
@@ -165,7 +171,8 @@ def estimate_fit_memory(
     # the initialisation (float64 draws), training, and the composed images' vectors
     initialisation = (trained + terms["initialisation"]) if new_model else 0
     training = sum(value for name, value in terms.items() if name not in _OUTSIDE_TRAINING)
-    finish = trained + terms["image vectors"] + terms["validation pairs"]
+    # (a continued fit's vectors were allocated before it: only a new model's count here)
+    finish = (trained if new_model else 0) + terms["image vectors"] + terms["validation pairs"]
     phases = (terms["validation split"], initialisation, training, finish)
     return MemoryEstimate(terms["training matrix"] + max(phases), terms)
 

@@ -15,6 +15,7 @@ from ._base import LabelModel
 from ._holdout import split_validation, validation_map
 from ._npz import ModelFileError, read_model_file, read_params, source_name, write_model_file
 from ._validation import (
+    _is_canonical_binary,
     binary_csr,
     check_ids,
     check_number,
@@ -306,10 +307,11 @@ class VSEEns(LabelModel):
         if validation is not None and not self.early_stopping:
             raise ValueError("validation pairs are for early stopping: set early_stopping=True")
         if scipy.sparse.issparse(user_items) and len(user_items.shape) == 2:
-            most = None
+            most, canonical = None, False
             if user_items.format == "csr" and user_items.shape[0]:
                 most = int(np.diff(user_items.indptr).max())
-            check_memory(self.estimate_memory(*user_items.shape, user_items.nnz, most),
+                canonical = _is_canonical_binary(user_items)
+            check_memory(self.estimate_memory(*user_items.shape, user_items.nnz, most, canonical),
                          "VSEEns.fit")
         user_items = binary_csr(user_items)
         generator = resolve_random_state(self.random_state)
@@ -350,10 +352,10 @@ class VSEEns(LabelModel):
             )
         return self
 
-    def estimate_memory(self, n_images, n_labels, nnz, max_labels=None):
+    def estimate_memory(self, n_images, n_labels, nnz, max_labels=None, canonical_input=False):
         """Estimate the memory ``fit`` allocates for an (n_images, n_labels) matrix of ``nnz``
-        stored entries (``max_labels`` at most on one image), with this model's settings and
-        threads.
+        stored entries (``max_labels`` at most on one image; ``canonical_input``: a binary CSR
+        matrix fit need not copy), with this model's settings and threads.
 
         Returns a :class:`vse_recsys.memory.MemoryEstimate`: ``total`` bytes and ``terms``, a
         dict of its parts; ``str()`` gives a readable summary. The formula is in the README's
@@ -373,6 +375,7 @@ class VSEEns(LabelModel):
             adagrad=self.learning_schedule == "adagrad",
             early_stopping=bool(self.early_stopping),
             max_labels=max_labels,
+            canonical_input=canonical_input,
         )
 
     def _split(self, user_items, validation, generator):
