@@ -63,22 +63,23 @@ def read_pairs(
     )
     collector = _PairCollector()
     zero_weight = 0
-    progress = tqdm(total=table.rows, unit="pair", unit_scale=True, desc="read",
-                    disable=not show_progress)
-    for frame in table.chunks():
-        progress.update(len(frame))
-        keep = weights = None
-        if weight_col is not None:
-            weights = table.numbers(frame, weight_col, minimum=0, what="weight")
-            keep = weights != 0
-            zero_weight += int(len(keep) - np.count_nonzero(keep))
-        collector.add(
-            table.ids(frame, image_col, "image ID"),
-            table.ids(frame, label_col, "label ID"),
-            None if binary else weights,
-            keep=keep,
-        )
-    progress.close()
+    # (shown only for reads that take a while, so that small files and their errors stay
+    # one line)
+    with tqdm(total=table.rows, unit="pair", unit_scale=True, desc="read", delay=2,
+              disable=not show_progress) as progress:
+        for frame in table.chunks():
+            progress.update(len(frame))
+            keep = weights = None
+            if weight_col is not None:
+                weights = table.numbers(frame, weight_col, minimum=0, what="weight")
+                keep = weights != 0
+                zero_weight += int(len(keep) - np.count_nonzero(keep))
+            collector.add(
+                table.ids(frame, image_col, "image ID"),
+                table.ids(frame, label_col, "label ID"),
+                None if binary else weights,
+                keep=keep,
+            )
     built = collector.build(binary=binary, numeric_ids=True)
     dropped = {"duplicates": built.duplicates["positives"]}
     if weight_col is not None:
