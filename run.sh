@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # tests that exercise the compiled kernels, run again against the bounds-checked build
-KERNEL_TESTS=(tests/test_kernels.py tests/test_sampler_stats.py tests/test_model.py
-              tests/test_reliability_fuzz_model.py tests/test_boundscheck.py)
+KERNEL_TESTS=(tests/test_kernels.py tests/test_sampler_stats.py tests/test_composed.py
+              tests/test_model.py tests/test_reliability_fuzz_model.py tests/test_boundscheck.py)
 
 setup() {
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -170,7 +170,7 @@ def test_leave_one_out_refits_a_fresh_model_with_the_same_parameters(numbered):
 
 
 def test_a_bare_model_file_is_refused_with_how_to_use_it(tmp_path):
-    model = VSEEns(factors=2, iterations=1, random_state=0)
+    model = VSEEns(factors=2, iterations=1, early_stopping=False, random_state=0)
     model.fit(sp.csr_matrix(np.eye(3, dtype=np.float32)), show_progress=False)
     model.save(tmp_path / "bare.npz")
     with pytest.raises(ModelFileError, match="a bare VSEEns model .*VSEEns.load"):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from vse_recsys import VSEEns
+from vse_recsys import EASE, VSEEns
 from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 from vse_recsys._npz import FORMAT_VERSION
 from vse_recsys.annotator import Annotator
@@ -162,6 +162,24 @@ def test_evaluate_on_test_pairs_and_by_leave_one_out(workdir):
 
     text = run("evaluate", "model.npz", "--test", "test.csv", "-k", "3", "-q", cwd=workdir)
     assert "precision@3" in text.stdout and "map" in text.stdout
+
+
+def test_evaluate_test_pairs_with_a_label_the_training_data_never_had(workdir, tmp_path,
+                                                                      capsys):
+    # the saved model cannot rank a label it was not fitted with: the error says so and names
+    # both ways out; --skip-unknown evaluates the images with some other test label
+    test = pd.read_csv(workdir / "test.csv", dtype=str)
+    test.loc[:2, "label"] = "unseen"
+    test.to_csv(tmp_path / "test.csv", index=False)
+    status, _, err = call(["evaluate", workdir / "model.npz", "--test", tmp_path / "test.csv",
+                           "-q"], capsys)
+    assert status == 1 and len(err.splitlines()) == 1
+    assert "unknown label 'unseen'" in err
+    assert "--skip-unknown" in err and "--leave-one-out" in err
+    status, out, err = call(["evaluate", workdir / "model.npz", "--test", tmp_path / "test.csv",
+                             "--skip-unknown", "-q", "--output-format", "json"], capsys)
+    assert status == 0 and "left out 3 pair(s)" in err, err
+    assert json.loads(out)["n_images"] == len(test) - 3  # one test label per image
 
 
 @pytest.mark.parametrize(
@@ -326,10 +344,10 @@ def test_fit_defaults_are_the_vseens_defaults():
     for name, value in _model_params(args).items():
         expected = getattr(defaults, name)
         assert value == (np.dtype(expected).name if name == "dtype" else expected), name
-    assert {name for _, name, *_ in _MODEL_OPTIONS} | {"verify_negative_samples"} >= {
-        "factors", "learning_rate", "regularization", "iterations", "loss", "sampler",
-        "rank_decay", "num_threads", "random_state", "fold_in_iterations",
-    }
+    # every parameter of either model is a `fit` option
+    options = {name for _, name, *_ in _MODEL_OPTIONS}
+    assert set(VSEEns().get_params()) == options
+    assert set(EASE().get_params()) <= options
 
 
 def test_fit_options_reach_the_saved_model(workdir, capsys, monkeypatch):
@@ -348,10 +366,27 @@ def test_fit_options_reach_the_saved_model(workdir, capsys, monkeypatch):
     assert model.item_factors.dtype == np.float64
 
 
+def test_fit_boolean_and_choice_options_reach_the_model(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    status, _, err = call(["fit", "pairs.csv", "-o", "free", "-q", "--factors", "4",
+                           "--iterations", "2", "--image-vectors", "free", "--no-label-bias",
+                           "--no-early-stopping", "--learning-schedule", "sgd",
+                           "--label-dropout", "0", "--composition-exponent", "1",
+                           "--n-iter-no-change", "3", "--validation-fraction", "0.2",
+                           "--threads", "1", "--seed", "3"], capsys)
+    assert status == 0, err
+    model = Annotator.load(workdir / "free").model
+    assert (model.image_vectors, model.label_bias, model.early_stopping) == ("free", False, False)
+    assert (model.learning_schedule, model.label_dropout, model.composition_exponent) == (
+        "sgd", 0.0, 1.0)
+    assert (model.n_iter_no_change, model.validation_fraction) == (3, 0.2)
+
+
 def test_demo_runs_small(capsys):
     status, out, _ = call(["demo", "--images", "300", "--labels", "40", "--epochs", "2",
                            "--threads", "1", "--examples", "1"], capsys)
-    assert status == 0 and "VSE-ens (adaptive + hinge)" in out and "held out" in out
+    assert status == 0 and "held out" in out
+    assert all(name in out for name in ("VSEEns()", "the paper's", "EASE()"))
 
 
 def test_fit_reports_divergence_in_one_line_and_saves_nothing(workdir, capsys, monkeypatch):

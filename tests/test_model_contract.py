@@ -1,5 +1,10 @@
 """Every kind of VSEEns, each loss x sampler, honours the implicit model contract."""
 
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
 from contract import ModelContract
 from strategies import FREE
 from vse_recsys import VSEEns
@@ -89,3 +94,33 @@ class TestAdaptiveHingeBestOfThree(_config(loss="hinge", sampler="adaptive", can
 class TestFreeWithBiasAndAdagrad(_config(loss="warp", sampler="uniform", image_vectors="free",
                                          learning_rate=0.02, regularization=0.05)):
     """Free vectors with the label bias and AdaGrad of the composed default."""
+
+
+# -- implicit's own test setting (issue 13, items 26-30) ------------------------------------------
+
+
+def _implicits_checkerboard(size=50):
+    """implicit's test data: image i has every label of its parity except label i."""
+    rows, cols = zip(*[(i, j) for i in range(size) for j in range(i % 2, size, 2) if j != i])
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(size, size))
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    dict(loss="bpr", sampler="uniform"),
+    dict(loss="warp", sampler="uniform"),
+    dict(loss="warp", sampler="uniform", image_vectors="free", label_bias=False,
+         learning_schedule="sgd"),
+    dict(loss="bpr", sampler="uniform", image_vectors="free", label_bias=False,
+         learning_schedule="sgd"),
+], ids=["default", "bpr", "warp", "free-warp", "free-bpr"])
+def test_implicits_own_setting_recommends_every_withheld_label(params):
+    # the model implicit's mixin builds for its BPR test: 3 factors, no regularisation, seed 42,
+    # one thread (so the fit is deterministic and this either always passes or always fails)
+    user_items = _implicits_checkerboard()
+    model = VSEEns(factors=3, regularization=0, random_state=42, num_threads=1, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (early stopping on 50 images says it is noisy)
+        model.fit(user_items, show_progress=False)
+    ids, _ = model.recommend(np.arange(50), user_items, N=1)
+    assert (ids[:, 0] == np.arange(50)).all(), np.flatnonzero(ids[:, 0] != np.arange(50))

@@ -473,7 +473,15 @@ class Annotator:
         if not keep.all():
             if not skip_unknown:
                 self._images.raise_unknown(pairs.image_ids, rows, where)
-                self.label_index(pairs.label_ids[columns < 0], where=where)  # raises
+                message = self._unknown_label_message(
+                    pairs.label_ids, np.flatnonzero(columns < 0), where)
+                raise KeyError(
+                    message + (" " if message.endswith("?") else ". ") + "A model ranks only "
+                    "the labels of the data it was fitted on: skip_unknown=True (--skip-unknown) "
+                    "leaves such pairs out (an image whose test labels are all unknown is then "
+                    "not evaluated), or evaluate by leave-one-out on the whole data "
+                    "(evaluate_leave_one_out, --leave-one-out), which fits with every label and "
+                    "so ranks one seen only in held-out pairs too")
             warnings.warn(f"{where}: left out {int(np.count_nonzero(~keep)):,} pair(s) whose "
                           f"image or label the model does not know")
         test = sp.csr_matrix(

@@ -1,8 +1,9 @@
 """The ``vse-recsys`` command line (also ``python -m vse_recsys``).
 
-Commands: ``demo`` (VSE-ens vs WARP, generated or real data), ``fit`` (a dataset in any adapter
-format to a saved model), ``tag`` (top-N labels for known or new images), ``evaluate`` (the
-paper's metrics). ``vse-recsys COMMAND --help`` lists each command's options.
+Commands: ``demo`` (VSEEns, the paper's VSE-ens and EASE, generated or real data), ``fit`` (a
+dataset in any adapter format to a saved model), ``tag`` (top-N labels for known or new images,
+on Dask for a Parquet dataset), ``evaluate`` (the paper's metrics). ``vse-recsys COMMAND --help``
+lists each command's options.
 
 Errors a user can make (a missing file, a bad option value, an unknown image ID or label, a
 malformed data file) are reported as one line on stderr, ``vse-recsys: error: ...``, with exit
@@ -213,16 +214,33 @@ def _seed(text):
 MODEL_NAMES = {"vse-ens": "VSEEns", "ease": "EASE"}
 
 # model parameters as `fit` options: (option, parameter, type, help); each model takes those of
-# its constructor's parameters (VSEEns all, EASE --regularization, --threads, --dtype)
+# its constructor's parameters (VSEEns all, EASE --regularization, --threads, --dtype). A type
+# of `bool` makes a --flag / --no-flag pair.
 _MODEL_OPTIONS = (
-    ("--factors", "factors", _positive_int, "dimension of the image and label vectors"),
-    ("--learning-rate", "learning_rate", float, "SGD step"),
+    ("--factors", "factors", _positive_int, "dimension k of the label (and image) vectors"),
+    ("--learning-rate", "learning_rate", float, "step size (AdaGrad's base rate, or SGD's step)"),
     ("--regularization", "regularization", float,
      "VSE-ens: L2 weight decay; EASE: lambda, the L2 penalty on the label-label weights"),
-    ("--iterations", "iterations", int, "epochs (passes over every pair)"),
+    ("--iterations", "iterations", int,
+     "most epochs (passes over every pair); early stopping may stop sooner"),
+    ("--loss", "loss", str, "warp, hinge (VSE-ens) or bpr"),
+    ("--sampler", "sampler", str, "hinge / BPR negatives: uniform or adaptive (VSE-ens)"),
+    ("--image-vectors", "image_vectors", str,
+     "labels: composed from the image's labels; free: learned per image (the paper's); "
+     "labels+free: both"),
+    ("--label-bias", "label_bias", bool, "a per-label bias in the score"),
+    ("--composition-exponent", "composition_exponent", float,
+     "alpha: a sum of m label inputs is scaled by m^-alpha"),
+    ("--label-dropout", "label_dropout", float,
+     "chance a label is left out of an image's sum in one visit"),
+    ("--learning-schedule", "learning_schedule", str, "adagrad or sgd"),
+    ("--early-stopping", "early_stopping", bool,
+     "hold out labels and keep the epoch whose held-out MAP is best"),
+    ("--validation-fraction", "validation_fraction", float,
+     "early stopping: share of the images with two or more labels that hold one out"),
+    ("--n-iter-no-change", "n_iter_no_change", _positive_int,
+     "early stopping: epochs without improvement before stopping"),
     ("--margin", "margin", float, "hinge / WARP margin"),
-    ("--loss", "loss", str, "hinge (VSE-ens), warp or bpr"),
-    ("--sampler", "sampler", str, "adaptive (VSE-ens) or uniform"),
     ("--rank-decay", "rank_decay", float,
      "adaptive sampler's lambda as a fraction of the label count"),
     ("--refresh-interval", "refresh_interval", int,
@@ -230,13 +248,15 @@ _MODEL_OPTIONS = (
     ("--max-sampled", "max_sampled", int, "WARP: most draws per positive pair"),
     ("--candidates", "candidates", int,
      "hinge / BPR: negatives drawn per pair, the highest-scoring one is used"),
-    ("--init-scale", "init_scale", float, "standard deviation of the initial factors"),
+    ("--verify-negative-samples", "verify_negative_samples", bool,
+     "redraw sampled labels that are positives of the image"),
+    ("--init-scale", "init_scale", float, "standard deviation of the initial vectors"),
     ("--fold-in-iterations", "fold_in_iterations", int,
-     "passes over a new image's labels when it is folded in (tag --labels)"),
+     "free image vectors: passes over a new image's labels when it is folded in"),
     ("--threads", "num_threads", _non_negative_int,
      "threads; 0 = every core this process may use"),
     ("--seed", "random_state", _seed, "random seed (default: none, a fresh seed every run)"),
-    ("--dtype", "dtype", str, "float32 or float64 factors"),
+    ("--dtype", "dtype", str, "float32 or float64 vectors"),
 )
 
 
@@ -251,36 +271,38 @@ def _shown_default(value):
 
 
 def _add_model_options(group):
-    from .model import LOSSES, SAMPLERS
+    from .model import IMAGE_VECTORS, LEARNING_SCHEDULES, LOSSES, SAMPLERS
 
     group.add_argument("--model", choices=list(MODEL_NAMES), default="vse-ens",
                        help="vse-ens (VSEEns, the default) or ease (EASE: closed form, memory "
                        "grows with the square of the label count)")
     defaults = {name: _model_class(name)().get_params() for name in MODEL_NAMES}
     choices = {"loss": sorted(LOSSES), "sampler": sorted(SAMPLERS),
+               "image_vectors": list(IMAGE_VECTORS), "learning_schedule": list(LEARNING_SCHEDULES),
                "dtype": ["float32", "float64"]}
     for option, name, kind, help_text in _MODEL_OPTIONS:
         shown = [f"{model} {_shown_default(values[name])}" for model, values in defaults.items()
                  if name in values and values[name] is not None]
-        metavar = None if name in choices else {int: "N", float: "X"}.get(kind, "N")
+        help_text += f" (default: {', '.join(shown)})" if shown else ""
         # no argparse default: the chosen model's own default applies (see _model_params)
+        if kind is bool:
+            group.add_argument(option, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+            continue
+        metavar = None if name in choices else {int: "N", float: "X"}.get(kind, "N")
         group.add_argument(option, dest=name, type=kind, default=None, metavar=metavar,
-                           choices=choices.get(name),
-                           help=help_text + (f" (default: {', '.join(shown)})" if shown else ""))
-    group.add_argument("--verify-negative-samples", dest="verify_negative_samples",
-                       action=argparse.BooleanOptionalAction, default=None,
-                       help="redraw sampled labels that are positives of the image (default: "
-                       "yes)")
+                           choices=choices.get(name), help=help_text)
 
 
 def _demo_parser(commands):
     demo = commands.add_parser(
         "demo",
-        help="train VSE-ens and WARP side by side (generated data, or a real dataset)",
+        help="VSEEns, the paper's VSE-ens and EASE side by side (generated data, or a real "
+        "dataset)",
         description="Hold out one label per image of a dataset (generated with planted "
-        "structure, or a real one with --dataset / --data-dir), train VSE-ens (adaptive "
-        "sampler + hinge) and WARP (uniform sampler) on the rest and compare how well each "
-        "ranks the held-out labels.",
+        "structure, or a real one with --dataset / --data-dir), train VSEEns as shipped, the "
+        "VSE-ens paper's configuration (VSEEns.paper()) and EASE on the rest, and compare how "
+        "well each ranks the held-out labels.",
     )
     demo.add_argument("--dataset", metavar="NAME",
                       help="generated (the default), or a shared dataset: corel5k, delicious, "
@@ -292,8 +314,9 @@ def _demo_parser(commands):
     demo.add_argument("--labels", type=_positive_int, default=2_000, help="generated labels")
     demo.add_argument("--labels-per-image", type=float, default=6.0,
                       help="generated labels per image (mean)")
-    demo.add_argument("--factors", type=_positive_int, default=64)
-    demo.add_argument("--epochs", type=_positive_int, default=15)
+    demo.add_argument("--epochs", type=_positive_int, default=None,
+                      help="most epochs of the two VSE-ens models (default: each its own, "
+                      "VSEEns 100 with early stopping, the paper's 50)")
     demo.add_argument("--threads", type=_non_negative_int, default=0,
                       help="0: every available core")
     demo.add_argument("--seed", type=_seed, default=0)
@@ -306,10 +329,10 @@ def _fit_parser(commands):
     fit = commands.add_parser(
         "fit",
         help="train a model on a dataset and save it (with its image IDs and label names)",
-        description="Read a dataset, train VSEEns on all of it, and save the model with the "
-        "image IDs, label IDs and names and the training labels in one .npz file (no pickle) "
-        "for 'tag' and 'evaluate'.",
-        epilog="example: vse-recsys fit pairs.csv -o model.npz --iterations 30 --seed 0",
+        description="Read a dataset, train VSEEns (or EASE, --model ease) on all of it, and "
+        "save the model with the image IDs, label IDs and names and the training labels in one "
+        ".npz file (no pickle) for 'tag' and 'evaluate'.",
+        epilog="example: vse-recsys fit pairs.csv -o model.npz --seed 0",
     )
     data = fit.add_argument_group("data")
     _add_dataset_options(data, positional_help="the data file or folder")
@@ -317,7 +340,7 @@ def _fit_parser(commands):
                      help="where to save the model (.npz appended when missing)")
     fit.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no summary")
-    _add_model_options(fit.add_argument_group("model parameters (VSEEns)"))
+    _add_model_options(fit.add_argument_group("model parameters"))
     fit.set_defaults(run=_fit)
 
 
@@ -456,9 +479,9 @@ def _model_params(args):
     the model does not take is a mistake, not silently ignored."""
     model_class = _model_class(args.model)
     params = model_class().get_params()
-    names = [name for _, name, *_ in _MODEL_OPTIONS] + ["verify_negative_samples"]
-    flags = {name: option for option, name, *_ in _MODEL_OPTIONS}
-    flags["verify_negative_samples"] = "--[no-]verify-negative-samples"
+    names = [name for _, name, *_ in _MODEL_OPTIONS]
+    flags = {name: option.replace("--", "--[no-]") if kind is bool else option
+             for option, name, kind, _ in _MODEL_OPTIONS}
     for name in names:
         value = getattr(args, name, None)
         if value is None:
@@ -716,6 +739,7 @@ def _write_metrics(metrics, how, args):
 
 def _demo(args):
     from .adapters import generate_image_labels, leave_one_out_split, load_dataset
+    from .ease import EASE
     from .evaluation import ranking_metrics
     from .model import VSEEns
 
@@ -737,17 +761,13 @@ def _demo(args):
         f"{dataset.n_pairs:,} pairs; one label of each image with two or more is held out "
         f"({test.nnz:,} test labels)."
     )
+    common = dict(num_threads=args.threads, random_state=args.seed)
+    if args.epochs is not None:
+        common["iterations"] = args.epochs
     models = {
-        "VSE-ens (adaptive + hinge)": VSEEns(
-            factors=args.factors, iterations=args.epochs, num_threads=args.threads,
-            random_state=args.seed,
-        ),
-        "WARP (uniform)": VSEEns(
-            # WARP's validation-chosen setting (benchmarks/results/defaults.md)
-            factors=args.factors, iterations=args.epochs, loss="warp", sampler="uniform",
-            learning_rate=0.003, regularization=0.03, num_threads=args.threads,
-            random_state=args.seed,
-        ),
+        "VSEEns()": VSEEns(**common),
+        "VSE-ens, the paper's": VSEEns.paper(**common),
+        "EASE()": EASE(num_threads=args.threads),
     }
     rows = []
     for label, model in models.items():
@@ -758,11 +778,11 @@ def _demo(args):
         metrics = ranking_metrics(model, train, test, K=(5,))
         rows.append((label, metrics["precision@5"], metrics["recall@5"], metrics["map"], seconds))
 
-    print(f"\n{'model':<28} {'P@5':>7} {'R@5':>7} {'MAP':>7} {'seconds':>8}")
+    print(f"\n{'model':<22} {'P@5':>7} {'R@5':>7} {'MAP':>7} {'seconds':>8}")
     for label, precision, recall, mean_ap, seconds in rows:
-        print(f"{label:<28} {precision:7.4f} {recall:7.4f} {mean_ap:7.4f} {seconds:8.1f}")
+        print(f"{label:<22} {precision:7.4f} {recall:7.4f} {mean_ap:7.4f} {seconds:8.1f}")
 
-    model = models["VSE-ens (adaptive + hinge)"]
+    model = models["VSEEns()"]
     images = np.flatnonzero(np.diff(test.indptr))[: args.examples]
     names = dataset.label_names
     ids, _ = model.recommend(images, train[images], N=5)
@@ -771,7 +791,7 @@ def _demo(args):
         known = names[train[image].indices]
         print(f"\nimage {dataset.image_ids[image]}: known labels {', '.join(map(str, known))}")
         print(f"  held out: {', '.join(map(str, held_out))}")
-        print(f"  VSE-ens suggests: {', '.join(map(str, names[suggested]))}")
+        print(f"  VSEEns suggests: {', '.join(map(str, names[suggested]))}")
     return 0
 
 

@@ -8,33 +8,35 @@ operating system kill the process halfway through. Where the available memory ca
 (not Linux), nothing is checked. ``VSE_RECSYS_MEMORY_CHECK=0`` turns the check off (e.g. to rely
 on swap).
 
-The estimate (bytes; ``k`` factors of ``s`` bytes each, 4 for float32, 8 for float64; ``T``
-threads; ``nnz`` stored entries of the training matrix)::
+The estimate of :func:`estimate_fit_memory` (bytes; ``k`` factors, ``w = k + 1`` with a label
+bias, else ``k``; ``s`` bytes per value, 4 for float32, 8 for float64; ``T`` threads; ``nnz``
+pairs; ``V`` images held out for early stopping, ``min(10,000, max(n_images / 10, min(1,000,
+n_images / 2)))``; ``M`` the most labels of one image; "trained" the arrays training moves:
+the label vectors ``n_labels * w * s``, plus the label inputs ``n_labels * k * s`` (composed
+image vectors) or the image vectors ``n_images * w * s`` (free ones))::
 
-    total = training matrix + max(initialisation, training)
+    total = training matrix + max(validation split, initialisation, training, finish)
 
-    training matrix   12 * nnz + 16 * (n_images + 1)     the CSR copy fit validates (int32
-                                                         indices, values of up to 8 bytes) and
-                                                         its int64 row pointers
-    initialisation    (n_images + n_labels) * k * s      the new factors, while the float64
-                      + 8 * max(n_images, n_labels) * k  normal draws are converted (new models)
-    training          2 * (n_images + n_labels) * k * s  the factors and the copy of the last
-                                                         completed epoch's (for Ctrl-C and
-                                                         divergence)
-                      + 18 * nnz                         the shuffle's buffers: pile numbers
-                                                         (uint16), packed pairs (uint64) and
-                                                         the epoch's images and labels (int32)
-                      + 8 * T * ceil(nnz / 4096)         and its per-thread pile cursors
-                      + 12 * k * n_labels                adaptive sampler: two buffers of
-                      + T * (8 * n_labels + 24 KiB)      per-factor label orders and the sort
-                                                         keys, per-thread radix-sort scratch
-                      + 8 * n_labels                     WARP rank weights
-                      + 8 * max(n_images, n_labels)      row norms of the divergence check,
-                      + 192 KiB                          and einsum's float64 cast buffers
-                      + 64 KiB                           other: RNG states, counters, objects
+    training matrix    14 nnz + 16 (n_images + 1)      fit's canonical copy of the input
+                                                       (0 when the input is canonical already)
+    validation split   9 nnz                           early stopping: making the split
+    initialisation     trained + 8 max(n_images, n_labels) k    new vectors, float64 draws
+    training           (2 + adagrad) x trained         the vectors, the copy of what fit keeps
+                                                       (the best or last epoch), AdaGrad's sums
+                       + 34 n_images  (composed)       the epoch's image order, or
+                       + 18 nnz + 8 T ceil(nnz/4096)   (free) the epoch's shuffled pairs
+                       + T ((4 + M) 16 s + 8 M)        composed: each thread's visit scratch
+                       + 8 nnz + 16 (n_images + 1)     early stopping: the training pairs
+                       + V (w s + 4 w) + 6 min(V n_labels, 2^22)   and scoring the held out
+                       + 12 w n_labels + T (8 n_labels + 24 KiB)   adaptive sampler
+                       + 8 n_labels + 8 max(n_images, n_labels) + 256 KiB
+                                                       WARP weights, divergence check, other
+    finish             trained (new models) + 16 nnz + n_images (8 k + w s)
+                       + 8 nnz + 16 (n_images + 1)     composed: the training images' vectors,
+                                                       made from all their labels at the end
 
-When a fit continues from fitted factors, they exist already: only their copy counts, and there
-is no initialisation.
+When a fit continues from fitted vectors, they exist already: only their copy counts, and there
+is no initialisation. ``estimate_ease_memory`` documents EASE's.
 """
 
 import os

@@ -785,7 +785,7 @@ class VSEEns(LabelModel):
                          rows.indptr.astype(np.int64), rows.indices,
                          _image_seeds(rows, self.random_state),
                          passes=int(self.fold_in_iterations), adaptive=adaptive,
-                         num_threads=num_threads,
+                         num_threads=num_threads, adagrad=self.learning_schedule == "adagrad",
                          **self._step_settings(_sampler.warp_rank_weights(n_labels)))
         if not scores_finite(vectors, self.item_factors):
             raise DivergenceError(
