@@ -353,3 +353,17 @@ def test_defaults_report_is_the_generated_part_of_defaults_md(script, capsys):
     script("defaults_sweep").main(["--report", str(RESULTS / "defaults.json")])
     page = (RESULTS / "defaults.md").read_text(encoding="utf-8")
     assert page.split("## Generated tables (`--report`)\n\n", 1)[1] == capsys.readouterr().out
+
+
+def test_large_scale_quick_measures_each_run_in_its_own_process(script, tmp_path, capsys):
+    out = tmp_path / "large.json"
+    script("large_scale").main(["--quick", "--output", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["sweep"] for run in runs] == ["pairs", "pairs", "labels", "labels"]
+    for run in runs:
+        assert "error" not in run, run
+        assert len(run["epoch_seconds"]) == 2 and run["outside_epochs_seconds"] >= 0
+        assert run["nnz"] > 0 and run["estimate"] > 0 and run["recommend"]["seconds"] > 0
+        assert {"validation split", "initialisation", "image vectors"} <= set(run["phases"])
+    report = (tmp_path / "large.md").read_text()
+    assert "## By pairs (1,000 labels)" in report and "## By labels (5,000 images" in report

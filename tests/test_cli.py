@@ -232,7 +232,7 @@ def error_inputs(workdir):
     with np.load(workdir / "model.npz", allow_pickle=False) as stored:
         arrays = dict(stored)
     np.savez(workdir / "newer.npz", **{**arrays, "format_version": np.array(FORMAT_VERSION + 1)})
-    model = VSEEns(factors=2, iterations=1, random_state=0)
+    model = VSEEns(factors=2, iterations=1, early_stopping=False, random_state=0)
     model.fit(sp.csr_matrix(np.eye(3, dtype=np.float32)), show_progress=False)
     model.save(workdir / "bare.npz")
     (workdir / "folder.npz").mkdir(exist_ok=True)

@@ -22,6 +22,7 @@ __all__ = [
     "check_number",
     "check_seed",
     "check_sparse_structure",
+    "max_row_norm",
     "resolve_random_state",
     "scores_finite",
 ]
@@ -287,7 +288,7 @@ def check_ids(name, ids, count, what):
 # -- factors ------------------------------------------------------------------------------------
 
 
-def _max_row_norm(array):
+def max_row_norm(array):
     """The largest Euclidean row norm, in float64 (NaN if any value is NaN)."""
     if array.size == 0:
         return 0.0
@@ -302,5 +303,5 @@ def scores_finite(users, items):
     by half the dtype's largest value (room for rounding) rules out NaN, infinite and
     overflowing scores at once.
     """
-    bound = _max_row_norm(users) * _max_row_norm(items)
+    bound = max_row_norm(users) * max_row_norm(items)
     return bool(bound < float(np.finfo(items.dtype).max) / 2)  # False for NaN

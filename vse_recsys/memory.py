@@ -31,9 +31,10 @@ image vectors) or the image vectors ``n_images * w * s`` (free ones))::
                        + 12 w n_labels + T (8 n_labels + 24 KiB)   adaptive sampler
                        + 8 n_labels + 8 max(n_images, n_labels) + 256 KiB
                                                        WARP weights, divergence check, other
-    finish             trained (new models) + 16 nnz + n_images (8 k + w s)
-                       + 8 nnz + 16 (n_images + 1)     composed: the training images' vectors,
-                                                       made from all their labels at the end
+    finish             trained (new models) + n_images w s    composed: the training images'
+                       + 20 max(2^20, M) + 2^15 (8 k + 64)    vectors, made from all their
+                                                       labels at the end, in blocks of at most
+                                                       2^15 images and 2^20 pairs (float64)
 
 When a fit continues from fitted vectors, they exist already: only their copy counts, and there
 is no initialisation. ``estimate_ease_memory`` documents EASE's.
@@ -156,11 +157,11 @@ def estimate_fit_memory(
                 validation_images * n_labels, max(n_labels, 1 << 22)) if early_stopping else 0
         ),
         "validation split": 9 * nnz if early_stopping else 0,
-        # composed: the training images' vectors, made at the end from every label
+        # composed: the training images' vectors, made at the end from every label, a block
+        # of images at a time (its CSR slice and float64 copy, and its float64 sums)
         "image vectors": (
-            16 * nnz + n_images * (8 * k + width * itemsize)
-            + (n_images * k * itemsize if image_vectors == "labels+free" else 0)
-            if composed else 0
+            n_images * width * itemsize + 20 * min(nnz, max(1 << 20, most))
+            + min(n_images, 1 << 15) * (8 * k + 64) if composed else 0
         ),
         "adaptive sampler": (
             12 * width * n_labels + threads * (8 * n_labels + _RADIX_SCRATCH) if adaptive else 0
@@ -174,7 +175,8 @@ def estimate_fit_memory(
     initialisation = (trained + terms["initialisation"]) if new_model else 0
     training = sum(value for name, value in terms.items() if name not in _OUTSIDE_TRAINING)
     # (a continued fit's vectors were allocated before it: only a new model's count here)
-    finish = (trained if new_model else 0) + terms["image vectors"] + terms["validation pairs"]
+    # (early stopping's copy of the pairs is freed before it)
+    finish = (trained if new_model else 0) + terms["image vectors"] + terms["other"]
     phases = (terms["validation split"], initialisation, training, finish)
     return MemoryEstimate(terms["training matrix"] + max(phases), terms)
 

@@ -20,6 +20,7 @@ from ._validation import (
     check_ids,
     check_number,
     check_seed,
+    max_row_norm,
     resolve_random_state,
     scores_finite,
 )
@@ -342,6 +343,7 @@ class VSEEns(LabelModel):
             del self._kept
             self.__dict__.pop("_sums", None)  # AdaGrad's sums start again in a continued fit
             self._user_norms = self._item_norms = None
+        del train, held_out  # (early stopping's copy of the pairs, before the images' vectors)
         self._finish(user_items)
         if self.fit_history and not any(epoch["updates"] for epoch in self.fit_history):
             warnings.warn(
@@ -531,7 +533,13 @@ class VSEEns(LabelModel):
             return
 
         def normal(rows, columns):
-            return generator.normal(0, self.init_scale, (rows, columns)).astype(dtype)
+            # drawn in blocks: the same values as one draw (the stream is consumed in order),
+            # without a float64 array of every image's vector
+            vectors = np.empty((rows, columns), dtype=dtype)
+            for start in range(0, rows, _BLOCK_ROWS):
+                stop = min(rows, start + _BLOCK_ROWS)
+                vectors[start:stop] = generator.normal(0, self.init_scale, (stop - start, columns))
+            return vectors
 
         self.item_factors = normal(n_labels, width)
         if self.label_bias:
@@ -569,28 +577,32 @@ class VSEEns(LabelModel):
         unused = np.bincount(user_items.indices, minlength=user_items.shape[1]) == 0
         self.item_factors[unused, : self.factors] = 0
         if self._composed:
-            self.user_factors = self._image_vectors_of(user_items, np.arange(user_items.shape[0]))
+            self.user_factors = self._image_vectors_of(user_items)
 
-    def _image_vectors_of(self, rows, images):
-        """The vectors of training images ``images``, their labels being those rows of
-        ``rows``: stored free vectors, or composed ones (plus their free vectors)."""
+    def _image_vectors_of(self, rows, images=None):
+        """The vectors of training images ``images`` (default: all), their labels being those
+        rows of ``rows``: stored free vectors, or composed ones (plus their free vectors)."""
+        every = slice(None) if images is None else images
         if not self._composed:
-            return self.user_factors[images]
-        vectors = self._compose(rows[images])
+            return self.user_factors[every]
+        vectors = self._compose(rows if images is None else rows[images])
         if self.free_factors is not None:
-            vectors[:, : self.factors] += self.free_factors[images]
+            vectors[:, : self.factors] += self.free_factors[every]
         return vectors
 
     def _compose(self, rows):
         """Composed vectors of the images of ``rows`` (CSR): the scaled sum of their labels'
         inputs (zeros without labels), with the bias entry 1."""
-        counts = np.diff(rows.indptr).astype(np.float64)
-        scale = np.zeros_like(counts)
-        np.power(counts, -float(self.composition_exponent), out=scale, where=counts > 0)
-        summed = (scipy.sparse.diags(scale) @ rows) @ self.label_inputs
         vectors = np.empty((rows.shape[0], self.item_factors.shape[1]),
                            dtype=self.item_factors.dtype)
-        vectors[:, : self.factors] = summed
+        # in blocks of images, summed in float64: only the result is as large as the images
+        for start, stop in _row_blocks(rows.indptr):
+            block = rows[start:stop]
+            counts = np.diff(block.indptr).astype(np.float64)
+            scale = np.zeros_like(counts)
+            np.power(counts, -float(self.composition_exponent), out=scale, where=counts > 0)
+            vectors[start:stop, : self.factors] = (
+                scipy.sparse.diags(scale) @ block) @ self.label_inputs
         if self.label_bias:
             vectors[:, -1] = 1
         return vectors
@@ -614,10 +626,10 @@ class VSEEns(LabelModel):
             # a composed vector is at most max_labels^(1 - alpha) times the largest input
             # (Cauchy-Schwarz on the sum), plus the free vector and the bias entry
             inputs = self.label_inputs
-            bound = np.ones((1, 1), dtype=inputs.dtype) * _max_row_norm(inputs) * max(
+            bound = np.ones((1, 1), dtype=inputs.dtype) * max_row_norm(inputs) * max(
                 1.0, float(self._max_labels) ** (1 - float(self.composition_exponent)))
             if self.free_factors is not None:
-                bound = bound + _max_row_norm(self.free_factors)
+                bound = bound + max_row_norm(self.free_factors)
             users = np.asarray(bound + 1, dtype=inputs.dtype)
         return scores_finite(users, self.item_factors)
 
@@ -915,11 +927,23 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def _max_row_norm(array):
-    if array.size == 0:
-        return 0.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        return math.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64).max())
+# images per block when a step runs over every image (at most 2^20 pairs a block): the block's
+# float64 temporaries stay a few MiB whatever the number of images
+_BLOCK_ROWS = 1 << 15
+_BLOCK_PAIRS = 1 << 20
+
+
+def _row_blocks(indptr):
+    """(start, stop) row ranges covering a CSR matrix: at most _BLOCK_ROWS rows and, unless
+    one row has more, _BLOCK_PAIRS stored entries each."""
+    n_rows = len(indptr) - 1
+    start = 0
+    while start < n_rows:
+        stop = min(n_rows, start + _BLOCK_ROWS)
+        by_pairs = int(np.searchsorted(indptr, indptr[start] + _BLOCK_PAIRS, side="right")) - 1
+        stop = max(start + 1, min(stop, by_pairs))
+        yield start, stop
+        start = stop
 
 
 _SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
