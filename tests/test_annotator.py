@@ -4,13 +4,14 @@ similar labels, held-out evaluation, and its file."""
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from vse_recsys import VSEEns
 from vse_recsys._npz import FORMAT_VERSION
 from vse_recsys.adapters import ImageLabels, generate_image_labels, leave_one_out_split
-from vse_recsys.annotator import Annotator, ModelFileError, Tags
+from vse_recsys.annotator import Annotator, ModelFileError, Tags, tags_table
 from vse_recsys.evaluation import ranking_metrics
 
 
@@ -121,6 +122,26 @@ def test_tag_new_from_pairs_names_images_by_their_ids(named):
     assert [t.image for t in results] == ["a", "b"]
     assert results[0].known == ["t1", "t2"] and results[1].known == ["t5"]
     assert results[0].labels == named.tag_new([["t1", "t2"]], N=4)[0].labels
+
+
+@pytest.mark.parametrize("include_known", [False, True])
+def test_tag_new_table_is_the_table_of_tag_new(named, numbered, include_known):
+    # the array-built table (what Dask tasks write) equals the one made from the Tags objects,
+    # for text and integer IDs, with an image that has every label but two (fewer than N left)
+    annotator, data, _ = numbered
+    every_label_but_two = [(7, label) for label in data.label_ids[2:]]
+    for model, pairs, rows in (
+            (named, ImageLabels.from_pairs(["a", "a", "b", "c"], ["t1", "tag 2", "t5", "t3"]),
+             3 * 4),
+            (annotator, ImageLabels.from_pairs(*zip((5, 1), (5, 3), (6, 2),
+                                                    *every_label_but_two)),
+             2 * 4 + (4 if include_known else 2))):
+        expected = tags_table(model.tag_new(pairs, N=4, include_known=include_known),
+                              image_dtype=pairs.image_ids.dtype,
+                              label_dtype=model.label_ids.dtype)
+        table = model.tag_new_table(pairs, N=4, include_known=include_known)
+        pd.testing.assert_frame_equal(table, expected)
+        assert len(table) == rows
 
 
 def test_suggest_keeps_the_input_order_and_numbers_the_label_lists(named):

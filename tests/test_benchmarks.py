@@ -367,3 +367,15 @@ def test_large_scale_quick_measures_each_run_in_its_own_process(script, tmp_path
         assert {"validation split", "initialisation", "image vectors"} <= set(run["phases"])
     report = (tmp_path / "large.md").read_text()
     assert "## By pairs (1,000 labels)" in report and "## By labels (5,000 images" in report
+
+
+def test_dask_tagging_quick_tags_every_image_once_with_one_and_two_workers(script, tmp_path):
+    pytest.importorskip("dask.distributed")
+    out = tmp_path / "dask.json"
+    script("dask_tagging").main(["--quick", "--output", str(out)])
+    record = json.loads(out.read_text())
+    assert [run["workers"] for run in record["runs"]] == [1, 2]
+    for run in record["runs"]:
+        # the script itself asserts each image has its 10 rows once; here the totals agree
+        assert run["images"] == record["args"]["images"] and run["rows"] == 10 * run["images"]
+    assert record["speedup"] > 0 and "work_dir" not in record["args"]

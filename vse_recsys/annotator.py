@@ -328,12 +328,16 @@ class Annotator:
             raise ValueError(f"rows has {rows.shape[1]} columns for {self.n_labels} labels")
         if image_ids is None:
             image_ids = _new_ids(0, rows.shape[0])
+        self._check_rows(rows, image_ids)
+        return self._suggest(None, list(image_ids), rows, N, include_known, new=True)
+
+    @staticmethod
+    def _check_rows(rows, image_ids):
         empty = np.flatnonzero(np.diff(rows.indptr) == 0)
         if empty.size:
             raise ValueError(
                 f"new image {plain(image_ids[empty[0]])!r} has no known label to start from"
             )
-        return self._suggest(None, list(image_ids), rows, N, include_known, new=True)
 
     def rows_of(self, positions):
         """A CSR matrix (one row per list of label positions) in this model's label space."""
@@ -405,11 +409,33 @@ class Annotator:
             return sp.csr_matrix((len(rows), self.n_labels), dtype=np.float32)
         return self.user_items[rows]
 
-    def _suggest(self, rows, image_ids, known, N, include_known, new):
-        count = len(image_ids)
-        if count == 0:
-            return []
+    def tag_new_table(self, labels, N=10, include_known=False, skip_unknown=False):
+        """:meth:`tag_new` for an ``ImageLabels`` of new images, as a table: one row per
+        (image, suggested label), the columns of :data:`TAG_COLUMNS` (as :func:`tags_table`
+        makes of ``tag_new``'s results), built from arrays without a Python object per image:
+        for millions of images (what :mod:`vse_recsys.distributed` tags)."""
+        self._check_fitted()
+        N = _check_n(N)
+        image_ids, rows = self._rows_of_dataset(labels, skip_unknown)
+        self._check_rows(rows, image_ids)
+        ids, scores, valid = self._ranked(None, rows, N, include_known, new=True)
+        keep = np.arange(ids.shape[1]) < valid[:, None]
+        suggested = ids[keep]
+        frame = pd.DataFrame({
+            "image": np.repeat(np.asarray(image_ids), valid),
+            "rank": np.nonzero(keep)[1].astype(np.int64) + 1,
+            "label": self.label_ids[suggested],
+            "name": self.label_names[suggested].astype(str).astype(object),
+            "score": scores[keep].astype(np.float64),
+        }, columns=list(TAG_COLUMNS))
+        return _typed_tags(frame, np.asarray(image_ids).dtype, self.label_ids.dtype)
+
+    def _ranked(self, rows, known, N, include_known, new):
+        """(ids, scores, valid): the model's top labels for training images ``rows`` or new
+        images (``new``) with the labels ``known`` (CSR), and how many of each row are real
+        suggestions (the rest are filtered labels)."""
         n = min(N, self.n_labels)
+        count = known.shape[0]
         userids = np.arange(count) if new else rows
         ids, scores = self.model.recommend(
             userids,
@@ -419,10 +445,18 @@ class Annotator:
             recalculate_user=new,
         )
         ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
-        n_known = np.diff(known.indptr)
+        valid = np.full(count, n) if include_known else np.minimum(
+            n, self.n_labels - np.diff(known.indptr))
+        return ids, scores, valid
+
+    def _suggest(self, rows, image_ids, known, N, include_known, new):
+        count = len(image_ids)
+        if count == 0:
+            return []
+        ids, scores, valid_counts = self._ranked(rows, known, N, include_known, new)
         results = []
         for k in range(count):
-            valid = n if include_known else min(n, self.n_labels - int(n_known[k]))
+            valid = int(valid_counts[k])
             suggested = ids[k, :valid]
             results.append(
                 Tags(
@@ -616,7 +650,11 @@ def tags_table(results, image_dtype=None, label_dtype=None):
             for tags in results
             for rank, (label, name, score) in enumerate(
                 zip(tags.labels, tags.names, tags.scores), start=1)]
-    frame = pd.DataFrame(rows, columns=list(TAG_COLUMNS))
+    return _typed_tags(pd.DataFrame(rows, columns=list(TAG_COLUMNS)), image_dtype, label_dtype)
+
+
+def _typed_tags(frame, image_dtype, label_dtype):
+    """The tags table's column types: int64 IDs when the IDs are integers, else text."""
     types = {"rank": np.int64, "name": object, "score": np.float64}
     for column, dtype in (("image", image_dtype), ("label", label_dtype)):
         if dtype is not None:

@@ -151,14 +151,12 @@ def _tag_part(part, target, *, model, N, include_known, skip_unknown, image_col,
     import pyarrow.parquet as pq
 
     from .adapters import ImageLabels
-    from .annotator import tags_table
 
     table = pq.read_table(part, columns=[image_col, label_col]).to_pandas()
     data = ImageLabels.from_dataframe(table, image_col, label_col)
     data.source = part
-    results = model.tag_new(data, N=N, include_known=include_known, skip_unknown=skip_unknown)
-    frame = tags_table(results, image_dtype=data.image_ids.dtype,
-                       label_dtype=model.label_ids.dtype)
+    frame = model.tag_new_table(data, N=N, include_known=include_known,
+                                skip_unknown=skip_unknown)
     # written beside the target and renamed into place: a task run again replaces its part
     descriptor, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=Path(target).parent)
     os.close(descriptor)
