@@ -315,22 +315,56 @@ def test_foldin_benchmark_reports_the_ratio_to_trained(script, data_dir, capsys)
     assert "movielens-100k" in out and "%" in out
 
 
-def test_defaults_sweep_quick_recommends_a_setting_of_every_family(script, data_dir, tmp_path,
-                                                                   capsys):
-    """Two worker processes (the pool path) on corel5k and movielens-100k, 6 epochs."""
+def test_defaults_sweep_quick_chooses_a_setting_and_a_lambda(script, data_dir, tmp_path, capsys):
+    """Two worker processes (the pool path) on corel5k and tiny generated data, 6 epochs."""
     sweep = script("defaults_sweep")
     out = tmp_path / "defaults.json"
     sweep.main(["--quick", "--data-dir", str(data_dir), "--out", str(out)])
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert set(data["summary"]["recommended"]) == {"vse", "warp", "bpr"}
-    finals = [run for run in data["runs"] if run["phase"] == "final"]
-    assert {(run["family"], run["dataset"], run["role"]) for run in finals} == {
-        (family, dataset, role) for family in ("vse", "warp", "bpr")
-        for dataset in ("corel5k", "movielens-100k") for role in ("recommended", "own-best")}
-    assert all(0.0 < run["test"]["map"] <= 1.0 for run in finals)
+    runs = [run for run in data["runs"] if run["phase"] in ("grid", "alternative")]
+    assert {(run["phase"], run["dataset"]) for run in runs} == {
+        (phase, dataset) for phase in ("grid", "alternative")
+        for dataset in ("corel5k", "generated-quick")}
+    for run in runs:  # a validation and a test MAP after every epoch
+        assert run["status"] == "completed" and len(run["val"]) == len(run["test_curve"]) == 6
+        assert all(0.0 < value <= 1.0 for value in run["val"] + run["test_curve"])
+    result = sweep.analyse(data)
+    assert result["chosen"]["phase"] == "grid" and result["ease_chosen"] in (10.0, 100.0)
+    assert result["shipped_patience"] in data["meta"]["patiences"]
     capsys.readouterr()
     sweep.main(["--report", str(out)])
-    assert "### vse: recommended" in capsys.readouterr().out
+    assert "### Chosen: " in capsys.readouterr().out
+
+
+def test_defaults_sweep_emulates_the_packages_early_stopping(script):
+    sweep = script("defaults_sweep")
+    # best so far kept; stop after `patience` epochs without a strictly better one
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 2) == (2, 4)
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 3) == (2, 5)
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 4) == (6, 6)
+    assert sweep.early_stop([0.5], 10) == (1, 1)
+
+
+def test_defaults_sweep_emulation_matches_the_package(script, harness):
+    """The kept epoch of the emulated rule is the one VSEEns(early_stopping=True) keeps, when
+    both see the same validation pairs."""
+    from vse_recsys import VSEEns
+
+    sweep = script("defaults_sweep")
+    data = generate_image_labels(n_images=400, n_labels=60, random_state=0)
+    fit, validation, _, _ = harness.split(data)
+    images = np.flatnonzero(validation.getnnz(axis=1))
+    params = dict(factors=8, learning_rate=0.2, iterations=30, num_threads=1, random_state=0)
+    curve = []
+    free = VSEEns(**params, early_stopping=False)
+    free.fit(fit, show_progress=False, callback=lambda *_: curve.append(
+        sweep.vse_map(free, fit, validation, images)))
+    stopped = VSEEns(**params, early_stopping=True, n_iter_no_change=3)
+    stopped.fit(fit, show_progress=False, validation=validation)
+    np.testing.assert_allclose(stopped.validation_scores_, curve[:len(stopped.validation_scores_)],
+                               rtol=1e-5)
+    assert sweep.early_stop(curve, 3) == (stopped.best_iteration_,
+                                          len(stopped.validation_scores_))
 
 
 COMMITTED_RESULTS = sorted(path.relative_to(RESULTS).as_posix()
