@@ -50,10 +50,9 @@ import harness  # first: it sets one BLAS / OpenMP thread per process before Num
 import numpy as np  # noqa: E402
 
 from vse_recsys import EASE, VSEEns  # noqa: E402
-from vse_recsys.adapters import generate_image_labels  # noqa: E402
 from vse_recsys.model import DivergenceError  # noqa: E402
 
-DATASETS = harness.DATASETS + tuple(harness.GENERATED)
+DATASETS = harness.DATASETS + ("generated-1k", "generated-5k", "generated-20k")
 
 #: What every setting of the grid shares (the composed model of the package)
 COMPOSED = dict(loss="warp", sampler="uniform", image_vectors="labels", label_bias=True,
@@ -91,7 +90,7 @@ QUICK = dict(grid=dict(factors=[16], learning_rate=[0.02, 0.05], regularization=
                        label_dropout=[0.3]),
              alternatives=["BPR+adaptive, lr 0.05", "paper (free vectors, hinge+adaptive, SGD)"],
              patiences=(2, 3), ease_grid=[10.0, 100.0], epochs=6)
-QUICK_DATASET = "generated-quick"  # 1,500 images x 200 labels, for --quick
+QUICK_DATASET = "generated-quick"  # (harness.GENERATED) 1,500 images x 200 labels
 
 # rough relative cost of a 100-epoch run (training and both evaluations), to start the
 # longest first
@@ -381,8 +380,6 @@ def main(argv=None):
         alternatives = {name: ALTERNATIVES[name] for name in QUICK["alternatives"]}
         alternatives = {name: dict(params, factors=16) for name, params in alternatives.items()}
         args.epochs, args.datasets = QUICK["epochs"], ["corel5k", QUICK_DATASET]
-        harness.SPLITS[QUICK_DATASET] = harness.split(generate_image_labels(
-            n_images=1500, n_labels=200, random_state=0))
     if args.out is None:
         args.out = (Path(tempfile.gettempdir()) / "defaults_quick.json" if args.quick
                     else harness.RESULTS_DIR / "defaults.json")

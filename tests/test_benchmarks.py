@@ -23,7 +23,7 @@ from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
-NON_LIGHTFM = ["VSEEns", "VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
+NON_LIGHTFM = ["VSEEns", "VSEEns defaults", "VSE-ens", "WARP (ours)", "AOBPR", "BPR (ours)",
                "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25", "EASE",
                "co-occurrence", "popularity"]
 
@@ -195,7 +195,12 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
                                                                           "WARP (ours)"]
     for run in retrains:
         assert run["status"] == "completed", run
-        assert run["curve"][-1]["epoch"] == run["epochs"]
+        last = run["curve"][-1]
+        if run["family"] == "VSEEns defaults":  # as shipped: its own early stopping
+            assert 1 <= last["kept_epoch"] <= last["stopped_epoch"] <= run["epochs"]
+            assert last["epoch"] == last["kept_epoch"]
+        else:
+            assert last["epoch"] == run["epochs"]
         seconds = [point["seconds"] for point in run["curve"]]
         assert seconds == sorted(seconds) and seconds[0] >= 0
         for point in run["curve"]:
@@ -204,7 +209,10 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
                 assert 0.0 <= point[key] <= 1.0
     # retraining used the epoch count chosen on validation
     tunes = [r for r in data["runs"] if r["phase"] == "tune"]
+    assert not [t for t in tunes if t["family"] == "VSEEns defaults"]  # nothing to tune
     for run in retrains:
+        if run["family"] == "VSEEns defaults":
+            continue
         best = max((t for t in tunes if t["family"] == run["family"]),
                    key=lambda t: t["best_val_map"])
         assert run["epochs"] == best["best_epoch"] and run["params"] == best["params"]
@@ -216,13 +224,14 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
     table = (tmp_path / "compare_generated.md").read_text()
     for name in NON_LIGHTFM:
         assert f"| {name} | 1 |" in table
-    assert "speed-up vs our WARP" in table and "LightFM" not in table
+    assert "speed-up vs our WARP" in table and "speed-up vs EASE" in table
+    assert "LightFM" not in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "compare_generated.png").stat().st_size > 10_000
 
     summary = compare.cross_dataset_tables({"generated": data})
     assert f"{final['co-occurrence']:.4f}" in summary.split("| co-occurrence |")[1].split("\n")[0]
-    assert "| VSE-ens | our WARP |" in summary
+    assert "| VSE-ens | our WARP |" in summary and "| VSEEns defaults | EASE |" in summary
 
 
 def test_compare_resume_skips_finished_runs(bench, tmp_path, capsys):
@@ -334,6 +343,31 @@ def test_defaults_sweep_quick_chooses_a_setting_and_a_lambda(script, data_dir, t
     capsys.readouterr()
     sweep.main(["--report", str(out)])
     assert "### Chosen: " in capsys.readouterr().out
+
+
+def test_defaults_check_quick_scores_the_shipped_model_and_its_references(script, data_dir,
+                                                                         tmp_path, capsys):
+    """The check takes its tuned setting and EASE's lambda from a (quick) sweep's results."""
+    sweep_out, out = tmp_path / "defaults.json", tmp_path / "check.json"
+    script("defaults_sweep").main(["--quick", "--data-dir", str(data_dir), "--out",
+                                   str(sweep_out)])
+    check = script("defaults_check")
+    check.main(["--quick", "--data-dir", str(data_dir), "--sweep", str(sweep_out), "--out",
+                str(out), "--jobs", "1"])
+    data = json.loads(out.read_text(encoding="utf-8"))
+    runs = {(r["dataset"], r["family"]): r for r in data["runs"]}
+    assert set(runs) == {(d, f) for d in ("corel5k", "generated-quick") for f in check.FAMILIES}
+    sweep = json.loads(sweep_out.read_text(encoding="utf-8"))
+    for dataset in ("corel5k", "generated-quick"):
+        shipped = runs[dataset, "shipped"]
+        assert shipped["params"] == {} and 1 <= shipped["kept_epoch"] <= shipped["epochs_trained"]
+        assert len(runs[dataset, "curve"]["curve"]) == check.CURVE_EPOCHS
+        params, epoch, _ = check.best_grid_setting(sweep, dataset)
+        assert runs[dataset, "tuned"]["params"] == dict(params, iterations=epoch,
+                                                        early_stopping=False)
+        assert runs[dataset, "EASE"]["regularization"] == check.best_lambda(sweep, dataset)
+        assert all(0.0 < run["map"] <= 1.0 for (d, _), run in runs.items() if d == dataset)
+    assert "| corel5k | " in capsys.readouterr().out
 
 
 def test_defaults_sweep_emulates_the_packages_early_stopping(script):
