@@ -14,16 +14,14 @@ includes starting the cluster, shipping the model, reading every part and writin
 output part. Each run checks that every image got its 10 labels, once.
 """
 
-import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import harness  # its results store; it sets one BLAS thread, as each worker here has one
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import numpy as np  # noqa: E402
 
 
 def write_parts(user_items, folder, images_per_part, first_id):
@@ -46,9 +44,7 @@ def write_parts(user_items, folder, images_per_part, first_id):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser(__doc__)
     parser.add_argument("--images", type=int, default=10_000_000, help="new images to tag")
     parser.add_argument("--labels", type=int, default=1_000, help="labels of the model")
     parser.add_argument("--train-images", type=int, default=200_000)
@@ -74,8 +70,9 @@ def main(argv=None):
     from vse_recsys.distributed import tag_parquet
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="dask-tagging-"))
-    # the work folder is a machine path: not part of the record
-    record = dict(args={k: v for k, v in vars(args).items() if k != "work_dir"}, runs=[])
+    # (the work folder is a machine path: not part of the record)
+    record = dict(meta=harness.run_meta(__file__, argv, args), runs=[])
+    record["meta"]["args"].pop("work_dir", None)
     try:
         started = time.perf_counter()
         train = generate_image_labels(n_images=args.train_images, n_labels=args.labels,
@@ -116,9 +113,9 @@ def main(argv=None):
     if len(record["runs"]) == 2:
         record["speedup"] = record["runs"][0]["seconds"] / record["runs"][1]["seconds"]
         print(f"2 workers vs 1: {record['speedup']:.2f}x")
-    output = Path(args.output or RESULTS / ("dask_tagging_quick.json" if args.quick
-                                            else "dask_tagging.json"))
-    output.write_text(json.dumps(record, indent=1) + "\n")
+    output = Path(args.output or harness.RESULTS_DIR / ("dask_tagging_quick.json" if args.quick
+                                                        else "dask_tagging.json"))
+    harness.write_json(output, record)
 
 
 if __name__ == "__main__":

@@ -1,41 +1,46 @@
-"""Choose VSEEns's default parameters by measurement on the shared real datasets.
+"""Choose VSEEns's and EASE's default parameters by measurement, on validation data only.
 
     python benchmarks/defaults_sweep.py --data-dir ../shared/data          # the full sweep
-    python benchmarks/defaults_sweep.py --quick                            # smoke run, ~1 min
+    python benchmarks/defaults_sweep.py --quick                            # smoke run, seconds
     python benchmarks/defaults_sweep.py --report benchmarks/results/defaults.json   # tables only
 
-Protocol (test labels are never used for a choice):
+Protocol (test labels never drive a choice):
 
-* every dataset is split leave-one-out with seed 0 into train / test, and train again
-  leave-one-out with seed 1 into fit / validation;
-* each setting is trained on fit (factors=64, num_threads=1, random_state=0, so every run is
-  bit-reproducible) for up to ``--epochs`` epochs; validation MAP is measured every
-  ``--eval-every`` epochs inside ``fit``'s callback, so the model at epoch e is exactly the model
-  ``VSEEns(iterations=e)`` would return. A run stops early once validation MAP has not improved
-  for ``--patience`` epochs (hinge models peak, then overfit); the factors of the best
-  validation epoch are kept and scored once on test, for the tables only;
-* phases, each feeding the next:
-    1. ``vse``        the full VSE-ens grid (hinge + adaptive) on every dataset not in
-                      ``--fine-datasets``;
-    2. ``vse-fine``   on ``--fine-datasets`` (NUS-WIDE-81 by default, the largest) only the
-                      ``--fine-top`` best settings of phase 1 by mean relative validation MAP,
-                      plus ``--fine-random`` other grid settings drawn at random as a check;
-    3. ``baselines``  lr x reg grids for WARP (warp + uniform) and BPR (bpr + uniform);
-    4. ``curves``     the best ``--candidates`` settings of each family re-run for all
-                      ``--epochs`` epochs, no early stop, with seeds ``--curve-seeds``, on every
-                      dataset; the recommended (setting, iterations) maximises the mean over
-                      datasets of validation MAP at that common epoch divided by the dataset's
-                      best validation MAP anywhere in the sweep ("mean relative MAP");
-    5. ``final``      the recommended defaults and each dataset's own best setting (at its own
-                      best epoch), retrained on the whole train split and scored on test.
+* datasets: the four shared ones and three generated ones (``harness.GENERATED``: 20,000
+  images, 1k / 5k / 20k labels); each split leave-one-out with seed 0 into train / test and
+  train again with seed 1 into fit / validation (``harness.get_splits``). On the generated
+  data a fixed random sample of ``--eval-images`` validation (and test) images is scored, so
+  that scoring 20,000 labels after every epoch stays cheap next to the epoch;
+* every VSEEns setting is trained on fit with ``num_threads=1``, ``random_state=0``,
+  ``early_stopping=False`` and ``iterations=--epochs`` (100), every parameter given explicitly
+  (so the sweep measures the same models whatever the package's defaults are). After EVERY
+  epoch the validation MAP is measured, and the test MAP of the same fit-set model (composed
+  image vectors from the image's train labels, train labels excluded), for reporting only. So
+  any early-stopping rule can be emulated offline from the recorded validation curve;
+* the grid (label-composed vectors, label bias, WARP with uniform draws, AdaGrad, alpha 0.5,
+  max_sampled 100, margin 1): factors x learning_rate x regularization x label_dropout; plus
+  ``ALTERNATIVES`` beside it (hinge + adaptive with 4 candidates, BPR + adaptive, the
+  free-vector paper model at its old validated setting) to show what the winner beats;
+* a setting's **ratio** on a dataset is its validation MAP divided by that dataset's best
+  (the highest validation MAP of any setting at any epoch), taken (a) at the epoch an
+  early-stopping rule with patience p would keep (best epoch so far when p epochs pass without
+  improvement; the package's rule) and (b) after all epochs (fixed 100). The **criterion** at
+  patience p is the worst ratio over datasets of min((a), (b)): how far below the best a
+  setting can fall, whether training stops early or runs every epoch. The shipped patience
+  is the shortest whose best criterion is within ``PATIENCE_TOLERANCE`` of the longest's; the
+  chosen setting is the grid setting with the best criterion there;
+* EASE: every lambda of ``EASE_GRID`` fitted on fit, validation MAP; lambda by the same
+  worst-case ratio. Datasets above ``EASE_BOUND_LABELS`` labels (minutes per fit) get only the
+  lambdas that can still win: a lambda's worst ratio on the others bounds its worst ratio
+  over all, so once the best complete worst-case beats every untried lambda's bound, the
+  choice is exact without them.
 
-Results are written to ``--out`` (JSON) after every run, so an interrupted sweep resumes with
-``--resume``. ``--report JSON`` prints the Markdown tables of benchmarks/results/defaults.md.
+Results go to ``--out`` (JSON, one run per line) after every run, so ``--resume`` continues
+an interrupted sweep. ``--report JSON`` prints the Markdown tables of
+benchmarks/results/defaults.md.
 """
 
 import itertools
-import math
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -44,462 +49,561 @@ import harness  # first: it sets one BLAS / OpenMP thread per process before Num
 
 import numpy as np  # noqa: E402
 
-from harness import DATASETS, FACTORS  # noqa: E402
-from vse_recsys import VSEEns  # noqa: E402
+from vse_recsys import EASE, VSEEns  # noqa: E402
 from vse_recsys.model import DivergenceError  # noqa: E402
 
-# (the free-vector families of the paper's comparison)
-FAMILIES = {
-    "vse": dict(harness.FREE, loss="hinge", sampler="adaptive"),
-    "warp": dict(harness.FREE, loss="warp", sampler="uniform"),
-    "bpr": dict(harness.FREE, loss="bpr", sampler="uniform"),
+DATASETS = harness.DATASETS + ("generated-1k", "generated-5k", "generated-20k")
+PHASES = ("grid", "alternative", "ease")
+
+#: What every setting of the grid shares (the composed model of the package)
+COMPOSED = dict(loss="warp", sampler="uniform", image_vectors="labels", label_bias=True,
+                composition_exponent=0.5, learning_schedule="adagrad", margin=1.0,
+                max_sampled=100, candidates=1, init_scale=0.01)
+GRID = dict(factors=[64, 128], learning_rate=[0.01, 0.02, 0.05], regularization=[0.01, 0.05],
+            label_dropout=[0.0, 0.3])
+# Beside the grid, never chosen: the other losses on composed vectors (at the prototype's
+# recommended k 128 / reg 0.05 / dropout 0.3, two learning rates each) and the free-vector
+# model of the paper at its old validated setting (benchmarks/results/defaults.md before the
+# composed model: hinge + adaptive, lr 0.03, reg 0.03, rank_decay 0.3, k 64, plain SGD)
+_OTHER_LOSS = dict(COMPOSED, factors=128, regularization=0.05, label_dropout=0.3)
+ALTERNATIVES = {
+    **{f"hinge+adaptive c4, lr {lr:g}": dict(_OTHER_LOSS, loss="hinge", sampler="adaptive",
+                                             rank_decay=0.3, candidates=4, learning_rate=lr)
+       for lr in (0.02, 0.05)},
+    **{f"BPR+adaptive, lr {lr:g}": dict(_OTHER_LOSS, loss="bpr", sampler="adaptive",
+                                        rank_decay=0.3, learning_rate=lr)
+       for lr in (0.02, 0.05)},
+    "paper (free vectors, hinge+adaptive, SGD)": dict(
+        factors=64, loss="hinge", sampler="adaptive", rank_decay=0.3, image_vectors="free",
+        label_bias=False, learning_schedule="sgd", learning_rate=0.03, regularization=0.03,
+        margin=1.0, candidates=1, init_scale=0.01),
 }
+PATIENCES = (10, 20, 30, 50)
+#: A longer patience only ever keeps an epoch at least as good (on the recorded curve); the
+#: shipped one is the shortest whose criterion is this close to the longest's
+PATIENCE_TOLERANCE = 0.005
+EASE_GRID = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0,
+             2000.0]
+EASE_BOUND_LABELS = 10_000
+EVAL_IMAGES = 5_000
 
-FULL_GRIDS = {
-    "vse": dict(
-        learning_rate=[0.01, 0.03, 0.05, 0.1],
-        regularization=[0.001, 0.003, 0.01, 0.03],
-        rank_decay=[0.02, 0.05, 0.1, 0.2, 0.3],
-        init_scale=[0.01, 1 / math.sqrt(FACTORS)],
-    ),
-    "warp": dict(
-        learning_rate=[0.001, 0.003, 0.01, 0.03],
-        regularization=[0.001, 0.003, 0.01, 0.03],
-    ),
-    "bpr": dict(
-        learning_rate=[0.01, 0.03, 0.1, 0.3],
-        regularization=[0.001, 0.003, 0.01, 0.03],
-    ),
-}
+QUICK = dict(grid=dict(factors=[16], learning_rate=[0.02, 0.05], regularization=[0.05],
+                       label_dropout=[0.3]),
+             alternatives=["BPR+adaptive, lr 0.05", "paper (free vectors, hinge+adaptive, SGD)"],
+             patiences=(2, 3), ease_grid=[10.0, 100.0], epochs=6)
+QUICK_DATASET = "generated-quick"  # (harness.GENERATED) 1,500 images x 200 labels
 
-QUICK_GRIDS = {
-    "vse": dict(learning_rate=[0.05], regularization=[0.01], rank_decay=[0.1, 0.3],
-                init_scale=[0.01]),
-    "warp": dict(learning_rate=[0.01], regularization=[0.01]),
-    "bpr": dict(learning_rate=[0.1], regularization=[0.01]),
-}
+# rough relative cost of a 100-epoch run (training and both evaluations), to start the
+# longest first
+_COST = {"corel5k": 1, "movielens-100k": 3, "delicious": 20, "nuswide81": 10,
+         "generated-1k": 5, "generated-5k": 8, "generated-20k": 12, QUICK_DATASET: 1}
 
-# rough relative cost of one epoch, used only to start the longest runs first
-_COST = {"corel5k": 1, "movielens-100k": 4, "delicious": 20, "nuswide81": 40}
+_SHORT = {"factors": "k", "learning_rate": "lr", "regularization": "reg",
+          "label_dropout": "dropout"}
 
 
-def setting_key(family, params):
-    parts = [family] + [f"{name}={params[name]:.4g}" for name in sorted(params)]
-    return " ".join(parts)
+def setting_name(params):
+    """A grid setting's name: ``k 128, lr 0.02, reg 0.05, dropout 0.3``."""
+    return ", ".join(f"{_SHORT[key]} {params[key]:g}" for key in _SHORT)
 
 
 def grid_settings(grid):
-    names = sorted(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    """{name: full parameters} of every combination of the grid."""
+    names = list(_SHORT)
+    settings = {}
+    for values in itertools.product(*(grid[name] for name in names)):
+        params = dict(COMPOSED, **dict(zip(names, values)))
+        settings[setting_name(params)] = params
+    return settings
 
 
 # --------------------------------------------------------------------------------------------
 # Worker side
 
+EVALUATED = {}
 
-def run_task(task):
-    """Train one setting on fit, track validation MAP; returns a result record."""
+
+def evaluation_images(dataset, limit):
+    """(validation images, test images): every image with a held-out label, or on generated
+    data a fixed random sample of at most ``limit`` of them (seeded by the dataset only)."""
+    if dataset not in EVALUATED:
+        _, validation, _, test = harness.get_splits(dataset)
+        chosen = []
+        for which, held_out in enumerate((validation, test)):
+            images = np.flatnonzero(held_out.getnnz(axis=1))
+            if dataset.startswith("generated") and len(images) > limit:
+                rng = np.random.default_rng([0, which])
+                images = np.sort(rng.choice(images, size=limit, replace=False))
+            chosen.append(images)
+        EVALUATED[dataset] = tuple(chosen)
+    return EVALUATED[dataset]
+
+
+def _factor_scorer(vectors, item_factors):
+    labels_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return lambda positions: vectors[positions] @ labels_t
+
+
+def vse_map(model, rows, held_out, images):
+    """MAP of a VSEEns (mid-training or fitted) on ``held_out``, an image's vector from its
+    ``rows`` labels (composed) or learned (free), ``rows`` labels excluded."""
+    if model.image_vectors == "labels":
+        vectors = model.recalculate_user(images, rows[images])
+    else:
+        vectors = model.user_factors[images]
+    return harness.held_out_map(_factor_scorer(vectors, model.item_factors), rows, held_out,
+                                images)
+
+
+def run_vse(task):
+    """Train one setting on fit for all epochs; validation and test MAP after each."""
     fit, validation, train, test = harness.get_splits(task["dataset"])
-    family = FAMILIES[task["family"]]
-    model = VSEEns(factors=FACTORS, iterations=task["epochs"], num_threads=1,
-                   random_state=task["seed"], **family, **task["params"])
-    eval_every, patience = task["eval_every"], task["patience"]
-    curve, best = [], {"map": -1.0, "epoch": 0, "factors": None}
+    val_images, test_images = evaluation_images(task["dataset"], task["eval_images"])
+    model = VSEEns(**task["params"], iterations=task["epochs"], early_stopping=False,
+                   num_threads=1, random_state=task["seed"])
+    val, tst, seconds = [], [], []
 
-    def callback(epoch, seconds, stats):
-        done = epoch + 1
-        if done % eval_every and done != task["epochs"]:
-            return
-        m = harness.metrics(model.user_factors, model.item_factors, fit, validation)
-        curve.append([done, round(m["map"], 6), round(m["precision@5"], 6),
-                      round(stats["violation_rate"], 4)])
-        if m["map"] > best["map"]:
-            best.update(map=m["map"], epoch=done, p5=m["precision@5"],
-                        factors=(model.user_factors.copy(), model.item_factors.copy()))
-        elif patience and done - best["epoch"] >= patience:
-            raise harness.StopTraining
+    def callback(epoch, elapsed, stats):
+        seconds.append(round(elapsed, 4))
+        val.append(round(vse_map(model, fit, validation, val_images), 6))
+        tst.append(round(vse_map(model, train, test, test_images), 6))
 
     started = time.perf_counter()
     status = "completed"
     try:
         model.fit(fit, show_progress=False, callback=callback)
-    except harness.StopTraining:
-        status = "early-stopped"
     except DivergenceError:
         status = "diverged"
-    seconds = time.perf_counter() - started
-    record = dict(task, key=setting_key(task["family"], task["params"]), status=status,
-                  seconds=round(seconds, 3), curve=curve,
-                  epochs_trained=len(model.fit_history),
-                  best_val_map=best["map"] if best["factors"] is not None else None,
-                  best_epoch=best["epoch"] if best["factors"] is not None else None,
-                  best_val_p5=best.get("p5"))
-    if best["factors"] is not None and task.get("score_test", True):
-        # the fit-set model at its best validation epoch, ranked for test with every train
-        # label (fit + validation) excluded; reported, never used for a choice
-        record["test_at_best"] = harness.metrics(*best["factors"], train, test, K=(5, 10))
-    return record
+    return dict(task, status=status, val=val, test_curve=tst, epoch_seconds=seconds,
+                wall_seconds=round(time.perf_counter() - started, 2))
 
 
-def run_final(task):
-    """Retrain on the whole train split for a fixed number of epochs; score on test."""
+def run_ease(task):
+    """EASE with one lambda fitted on fit: validation MAP (and test MAP, reporting only)."""
     fit, validation, train, test = harness.get_splits(task["dataset"])
-    model = VSEEns(factors=FACTORS, iterations=task["iterations"], num_threads=1,
-                   random_state=task["seed"], **FAMILIES[task["family"]], **task["params"])
-    started = time.perf_counter()
-    status = "completed"
-    try:
-        model.fit(train, show_progress=False)
-    except DivergenceError:
-        status = "diverged"
-    seconds = time.perf_counter() - started
-    return dict(task, key=setting_key(task["family"], task["params"]), status=status,
-                seconds=round(seconds, 3),
-                test=harness.metrics(model.user_factors, model.item_factors, train, test,
-                                     K=(5, 10)))
+    val_images, test_images = evaluation_images(task["dataset"], task["eval_images"])
+    model = EASE(regularization=task["params"]["regularization"], num_threads=1)
+    model.fit(fit, show_progress=False)
+    weights = model.item_factors.T  # B: scores = label rows @ B
+
+    def scores_of(rows, images):
+        return lambda positions: (rows[images[positions]] @ weights)
+
+    return dict(task, status="completed", fit_seconds=round(model.fit_seconds, 3),
+                val_map=harness.held_out_map(scores_of(fit, val_images), fit, validation,
+                                             val_images),
+                test_map=harness.held_out_map(scores_of(train, test_images), train, test,
+                                              test_images))
 
 
 def _dispatch(task):
-    return (run_final if task["phase"] == "final" else run_task)(task)
+    return run_ease(task) if task["phase"].startswith("ease") else run_vse(task)
 
 
 # --------------------------------------------------------------------------------------------
-# Driver side
+# Analysis (also what --report uses): pure functions of the stored runs
+
+
+def early_stop(curve, patience):
+    """(kept epoch, stop epoch), 1-based, of the package's rule on a validation curve: keep
+    the best epoch so far (strictly better), stop after ``patience`` epochs without one."""
+    best, kept, since = -np.inf, 0, 0
+    for epoch, value in enumerate(curve, 1):
+        if value > best:
+            best, kept, since = value, epoch, 0
+        else:
+            since += 1
+        if since >= patience:
+            return kept, epoch
+    return kept, len(curve)
+
+
+def curve_rules(run, patiences, epochs):
+    """Per rule ("p10", ..., "fixed"): kept epoch, stop epoch, validation and test MAP there.
+    A rule that needs an epoch a diverged run never finished gets MAP 0 (its fit raised)."""
+    val, tst = run["val"], run["test_curve"]
+    rules = {}
+    for patience in patiences:
+        kept, stop = early_stop(val, patience)
+        finished = stop < len(val) or len(val) == epochs
+        rules[f"p{patience}"] = dict(kept=kept, stop=stop,
+                                     val=val[kept - 1] if finished and kept else 0.0,
+                                     test=tst[kept - 1] if finished and kept else 0.0)
+    complete = len(val) == epochs
+    rules["fixed"] = dict(kept=epochs, stop=epochs, val=val[-1] if complete else 0.0,
+                          test=tst[-1] if complete else 0.0)
+    return rules
+
+
+def analyse(data):
+    """Every number of the report, from the runs: references, ratios, criteria, the choice."""
+    meta, runs = data["meta"], data["runs"]
+    patiences, epochs = tuple(meta["patiences"]), meta["epochs"]
+    datasets = list(meta["datasets"])
+    vse = [r for r in runs if r["phase"] in ("grid", "alternative")]
+    reference = {}
+    for run in vse:
+        if run["val"]:
+            best = max(run["val"])
+            if best > reference.get(run["dataset"], (-1, None, None))[0]:
+                reference[run["dataset"]] = (best, run["family"], run["val"].index(best) + 1)
+    settings = {}
+    for run in vse:
+        entry = settings.setdefault(run["family"], dict(
+            name=run["family"], phase=run["phase"], params=run["params"], datasets={}))
+        rules = curve_rules(run, patiences, epochs)
+        best = max(run["val"]) if run["val"] else 0.0
+        entry["datasets"][run["dataset"]] = dict(
+            rules=rules, ratio={rule: value["val"] / reference[run["dataset"]][0]
+                                for rule, value in rules.items()},
+            best=best, best_epoch=run["val"].index(best) + 1 if run["val"] else None,
+            final_over_best=rules["fixed"]["val"] / best if best else 0.0,
+            status=run["status"], seconds=sum(run["epoch_seconds"]))
+    complete = {name: s for name, s in settings.items() if all(d in s["datasets"]
+                                                                for d in datasets)}
+    for entry in complete.values():
+        per = entry["datasets"]
+        entry["worst"] = {rule: min(per[d]["ratio"][rule] for d in datasets)
+                          for rule in next(iter(per.values()))["ratio"]}
+        entry["criterion"] = {
+            f"p{p}": min(min(per[d]["ratio"][f"p{p}"], per[d]["ratio"]["fixed"])
+                         for d in datasets) for p in patiences}
+        entry["worst_final_over_best"] = min(per[d]["final_over_best"] for d in datasets)
+        entry["mean_ratio"] = {rule: float(np.mean([per[d]["ratio"][rule] for d in datasets]))
+                               for rule in entry["worst"]}
+    grid = {name: s for name, s in complete.items() if s["phase"] == "grid"}
+    best_at = {f"p{p}": max(s["criterion"][f"p{p}"] for s in grid.values()) for p in patiences}
+    longest = best_at[f"p{max(patiences)}"]
+    shipped = next(p for p in sorted(patiences)
+                   if best_at[f"p{p}"] >= longest - PATIENCE_TOLERANCE)
+    rule = f"p{shipped}"
+    ranking = sorted(grid.values(), key=lambda s: -s["criterion"][rule])
+    chosen = ranking[0] if ranking else None
+
+    ease_runs = [r for r in runs if r["phase"].startswith("ease")]
+    ease_best = {}
+    for run in ease_runs:
+        ease_best[run["dataset"]] = max(ease_best.get(run["dataset"], 0.0), run["val_map"])
+    lambdas = sorted({r["params"]["regularization"] for r in ease_runs})
+    ease = {lam: {r["dataset"]: r for r in ease_runs if r["params"]["regularization"] == lam}
+            for lam in lambdas}
+    ease_worst = {lam: min(per[d]["val_map"] / ease_best[d] for d in per) if per else 0.0
+                  for lam, per in ease.items()}
+    ease_complete = [lam for lam in lambdas if all(d in ease[lam] for d in datasets)]
+    ease_chosen = max(ease_complete, key=lambda lam: ease_worst[lam]) if ease_complete else None
+    return dict(datasets=datasets, patiences=patiences, epochs=epochs, reference=reference,
+                settings=settings, complete=complete, ranking=ranking, chosen=chosen,
+                shipped_patience=shipped, rule=rule, best_criterion=best_at,
+                ease=ease, ease_best=ease_best, ease_worst=ease_worst,
+                ease_chosen=ease_chosen, lambdas=lambdas)
+
+
+def ease_tasks_to_run(runs, expensive, lambdas, args):
+    """The next lambdas to try on the ``expensive`` datasets (branch and bound): untried ones
+    whose worst ratio so far (an upper bound of their worst ratio over every dataset) is
+    above the best worst ratio of a lambda tried everywhere; highest bound first."""
+    best = {}
+    for run in runs:
+        best[run["dataset"]] = max(best.get(run["dataset"], 0.0), run["val_map"])
+    by_lambda = {}
+    for run in runs:
+        by_lambda.setdefault(run["params"]["regularization"], {})[run["dataset"]] = run["val_map"]
+    cheap = [d for d in args.datasets if d not in expensive]
+
+    def bound(lam, over):
+        ratios = [by_lambda[lam][d] / best[d] for d in over if d in by_lambda.get(lam, {})]
+        return min(ratios) if ratios else 1.0  # nothing known yet: it could still win
+
+    complete = [lam for lam in lambdas if all(d in by_lambda.get(lam, {}) for d in args.datasets)]
+    floor = max((bound(lam, args.datasets) for lam in complete), default=-1.0)
+    todo = []
+    for lam in sorted(lambdas, key=lambda lam: -bound(lam, cheap)):
+        if lam in complete or bound(lam, cheap) <= floor:
+            continue
+        todo += [dict(phase="ease-bound", family="EASE", dataset=d,
+                      params=dict(regularization=lam), seed=0, eval_images=args.eval_images)
+                 for d in expensive if d not in by_lambda.get(lam, {})]
+        if len(todo) >= args.jobs:
+            break
+    return todo
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
 
 
 def run_phase(name, tasks, store, args):
-    """Run a phase's tasks not yet in ``store``; returns all its runs (see harness.run_tasks)."""
     done = store.done()
-    print(f"\n== phase {name}: {len(tasks)} runs "
-          f"({sum(store.task_id(t) in done for t in tasks)} already done)", flush=True)
+    print(f"\n== {name}: {len(tasks)} runs ({sum(store.task_id(t) in done for t in tasks)} "
+          f"already done)", flush=True)
     return harness.run_tasks(
         name, tasks, store, _dispatch, jobs=args.jobs, nice=args.nice, describe=_describe,
-        cost=lambda t: _COST[t["dataset"]] * t.get("epochs", t.get("iterations", 1)))
+        cost=lambda t: _COST.get(t["dataset"], 1) * (t["params"].get("factors", 64) / 64)
+        * (3 if t["params"].get("candidates", 1) > 1 else 1))
 
 
 def _describe(run):
-    if run["phase"] == "final":
-        detail = f"test MAP {run['test']['map']:.4f} P@5 {run['test']['precision@5']:.4f}"
-    elif run["best_val_map"] is None:
-        detail = run["status"]
-    else:
-        detail = f"val MAP {run['best_val_map']:.4f} @ epoch {run['best_epoch']} ({run['status']})"
-    return (f"  {run['dataset']:<15} {run['key']} seed={run['seed']}: {detail} "
-            f"[{run['seconds']:.1f}s]")
-
-
-def best_by_dataset(runs, family):
-    """{dataset: best validation MAP of a family} over all its runs, phases and epochs."""
-    best = {}
-    for run in runs:
-        if run["family"] != family:
-            continue
-        for point in run.get("curve", []):
-            best[run["dataset"]] = max(best.get(run["dataset"], 0.0), point[1])
-    return best
-
-
-def relative_table(runs, family, datasets, reference):
-    """{key: {dataset: best val MAP / reference[dataset]}} over settings run on all datasets."""
-    table = {}
-    for run in runs:
-        if run["family"] != family or run["phase"] not in ("vse", "vse-fine", "baselines"):
-            continue
-        if run["best_val_map"] is None:
-            value = 0.0
-        else:
-            value = run["best_val_map"] / reference[run["dataset"]]
-        table.setdefault(run["key"], {"params": run["params"]})[run["dataset"]] = value
-    return {key: row for key, row in table.items() if all(d in row for d in datasets)}
-
-
-def rank_settings(table, datasets):
-    """Keys sorted by mean relative MAP (desc), with the mean and the mean rank."""
-    ranks = {key: [] for key in table}
-    for dataset in datasets:
-        order = sorted(table, key=lambda k: -table[k][dataset])
-        for position, key in enumerate(order, 1):
-            ranks[key].append(position)
-    rows = []
-    for key, row in table.items():
-        rows.append(dict(key=key, params=row["params"],
-                         mean_relative=float(np.mean([row[d] for d in datasets])),
-                         worst_relative=float(np.min([row[d] for d in datasets])),
-                         mean_rank=float(np.mean(ranks[key])),
-                         relative={d: row[d] for d in datasets}))
-    rows.sort(key=lambda r: (-r["mean_relative"], r["mean_rank"]))
-    return rows
-
-
-def choose_iterations(curve_runs, family, datasets, reference):
-    """Best (setting, epoch) by mean relative validation MAP at a common epoch (seed-averaged)."""
-    curves = {}
-    for run in curve_runs:
-        if run["family"] != family:
-            continue
-        per = curves.setdefault(run["key"], {"params": run["params"], "by": {}})
-        for epoch, value, *_ in run["curve"]:
-            per["by"].setdefault(epoch, {}).setdefault(run["dataset"], []).append(value)
-    options = []
-    for key, per in curves.items():
-        for epoch, values in sorted(per["by"].items()):
-            if not all(d in values for d in datasets):
-                continue
-            relative = {d: float(np.mean(values[d])) / reference[d] for d in datasets}
-            spread = {d: (float(np.min(values[d])), float(np.max(values[d])))
-                      for d in datasets}
-            options.append(dict(key=key, params=per["params"], iterations=epoch,
-                                mean_relative=float(np.mean(list(relative.values()))),
-                                relative=relative,
-                                val_map={d: float(np.mean(values[d])) for d in datasets},
-                                seed_range=spread))
-    options.sort(key=lambda o: -o["mean_relative"])
-    return options
-
-
-def make_tasks(phase, family, settings, datasets, args, *, seed=0, epochs=None, patience=None):
-    return [dict(phase=phase, family=family, dataset=d, params=p, seed=seed,
-                 epochs=epochs or args.epochs, eval_every=args.eval_every,
-                 patience=args.patience if patience is None else patience)
-            for d in datasets for p in settings]
+    if run["phase"].startswith("ease"):
+        return (f"  {run['dataset']:<15} EASE lambda {run['params']['regularization']:g}: val "
+                f"MAP {run['val_map']:.4f} (fit {run['fit_seconds']:.1f}s)")
+    best = max(run["val"]) if run["val"] else float("nan")
+    last = run["val"][-1] if run["val"] else float("nan")
+    return (f"  {run['dataset']:<15} {run['family']}: val MAP best {best:.4f} @ "
+            f"{run['val'].index(best) + 1 if run['val'] else 0}, final {last:.4f} "
+            f"({run['status']}) [{run['wall_seconds']:.0f}s]")
 
 
 def main(argv=None):
     parser = harness.argument_parser(__doc__)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--fine-datasets", nargs="*", default=["nuswide81"], choices=DATASETS,
-                        help="datasets that get only the best phase-1 settings (coarse-to-fine)")
-    parser.add_argument("--fine-top", type=int, default=24)
-    parser.add_argument("--fine-random", type=int, default=8)
-    parser.add_argument("--baseline-datasets", nargs="*", default=None, choices=DATASETS,
-                        help="datasets for the WARP / BPR grids (default: the non-fine ones)")
-    parser.add_argument("--baseline-init-scale", type=float, default=0.01)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--eval-every", type=int, default=2)
-    parser.add_argument("--patience", type=int, default=10,
-                        help="epochs without a validation improvement before a run stops")
-    parser.add_argument("--candidates", type=int, default=4,
-                        help="settings per family re-run with full curves")
-    parser.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--edge-check", action="store_true",
-                        help="after the sweep, try the recommended VSE-ens setting with "
-                             "regularization and rank_decay beyond the grid's upper edge "
-                             "(reported only; never changes the recommendation)")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of every run (100)")
+    parser.add_argument("--eval-images", type=int, default=EVAL_IMAGES,
+                        help="validation / test images scored on the generated data (5,000)")
+    parser.add_argument("--no-ease", action="store_true", help="skip EASE's lambda grid")
+    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES,
+                        help="the phases to run (default all); with --resume, e.g. EASE's "
+                             "lambdas on datasets whose VSEEns runs are done")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SETTING",
+                        help="run only these grid settings and alternatives, by name (e.g. "
+                             "'k 64, lr 0.02, reg 0.01, dropout 0.3'); with --resume, to "
+                             "complete their rows")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny grid, 6 epochs, corel5k + movielens-100k: a smoke test")
+                        help="smoke test: corel5k and tiny generated data, 2 + 2 settings, "
+                             "6 epochs")
     parser.add_argument("--out", default=None,
                         help="JSON results (default benchmarks/results/defaults.json; "
                              "with --quick a file in the temp folder)")
     harness.add_options(parser, "data_dir", "jobs", "nice", "resume", "report",
                         report=dict(help="print the Markdown tables of a results file and exit"))
     args = parser.parse_args(argv)
-
     if args.report:
-        print_report(harness.load_results(args.report))
+        print(report(harness.load_results(args.report)), end="")
         return
 
-    grids = QUICK_GRIDS if args.quick else FULL_GRIDS
+    grid, alternatives = GRID, dict(ALTERNATIVES)
+    patiences, lambdas = PATIENCES, EASE_GRID
     if args.quick:
-        args.datasets = [d for d in args.datasets if d in ("corel5k", "movielens-100k")] or [
-            "corel5k"]
-        args.fine_datasets = [d for d in args.fine_datasets if d in args.datasets]
-        args.epochs, args.patience, args.candidates, args.curve_seeds = 6, 4, 1, [0]
+        grid, patiences, lambdas = QUICK["grid"], QUICK["patiences"], QUICK["ease_grid"]
+        alternatives = {name: ALTERNATIVES[name] for name in QUICK["alternatives"]}
+        alternatives = {name: dict(params, factors=16) for name, params in alternatives.items()}
+        args.epochs, args.datasets = QUICK["epochs"], ["corel5k", QUICK_DATASET]
     if args.out is None:
         args.out = (Path(tempfile.gettempdir()) / "defaults_quick.json" if args.quick
                     else harness.RESULTS_DIR / "defaults.json")
-    coarse = [d for d in args.datasets if d not in args.fine_datasets]
-    fine = [d for d in args.datasets if d in args.fine_datasets]
-    if not coarse:
-        parser.error("at least one dataset must get the full grid (not in --fine-datasets)")
-    baseline_datasets = coarse if args.baseline_datasets is None else [
-        d for d in args.baseline_datasets if d in args.datasets]
-
-    meta = harness.run_meta(__file__, argv, args, jobs=args.jobs, factors=FACTORS, grids=grids,
+    settings = grid_settings(grid)
+    meta = harness.run_meta(__file__, argv, args, datasets=args.datasets, epochs=args.epochs,
+                            patiences=list(patiences), grid=grid, composed=COMPOSED,
+                            alternatives=alternatives, ease_grid=lambdas,
+                            eval_images=args.eval_images,
                             protocol=harness.PROTOCOL + "; choices on validation only")
     store = harness.Store(args.out, meta, args.resume)
     started = time.perf_counter()
-    # loaded before the workers fork, so they inherit the splits; fails fast on a missing file
+    # made before the workers fork, so that they inherit the splits; fails fast on a missing file
     for dataset in args.datasets:
         fit, validation, train, test = harness.get_splits(dataset, args.data_dir)
-        print(f"{dataset}: {train.shape[0]} x {train.shape[1]}, fit {fit.nnz} pairs, "
-              f"validation {validation.nnz}, test {test.nnz}", flush=True)
-    summary = store.data["summary"]
+        val_images, test_images = evaluation_images(dataset, args.eval_images)
+        store.data["meta"].setdefault("shapes", {})[dataset] = dict(
+            shape=list(train.shape), fit=fit.nnz, validation=validation.nnz, test=test.nnz,
+            val_images=len(val_images), test_images=len(test_images))
+        print(f"{dataset}: {train.shape[0]:,} x {train.shape[1]:,}, fit {fit.nnz:,} pairs, "
+              f"validation {validation.nnz:,} ({len(val_images):,} scored), test {test.nnz:,}",
+              flush=True)
 
-    # 1. VSE-ens full grid on the coarse datasets
-    vse_grid = grid_settings(grids["vse"])
-    runs = run_phase("vse", make_tasks("vse", "vse", vse_grid, coarse, args), store, args)
-    reference = best_by_dataset(runs, "vse")
-    ranked = rank_settings(relative_table(runs, "vse", coarse, reference), coarse)
-    summary["vse_ranking_coarse"] = ranked
+    def tasks(phase, named):
+        if args.only is not None:
+            named = {name: params for name, params in named.items() if name in args.only}
+        return [dict(phase=phase, family=name, dataset=d, params=params, seed=0,
+                     epochs=args.epochs, eval_images=args.eval_images)
+                for name, params in named.items() for d in args.datasets]
 
-    # 2. the best of them (plus a random check) on the fine datasets
-    if fine:
-        chosen = [row["params"] for row in ranked[: args.fine_top]]
-        others = [row["params"] for row in ranked[args.fine_top:]]
-        chosen += random.Random(0).sample(others, min(args.fine_random, len(others)))
-        runs += run_phase("vse-fine", make_tasks("vse-fine", "vse", chosen, fine, args),
-                          store, args)
-
-    # 3. WARP and BPR lr x reg grids
-    baseline_runs = []
-    for family in ("warp", "bpr"):
-        settings = [dict(p, init_scale=args.baseline_init_scale)
-                    for p in grid_settings(grids[family])]
-        baseline_runs += run_phase(
-            f"baselines-{family}",
-            make_tasks("baselines", family, settings, baseline_datasets, args),
-            store, args)
-    runs += baseline_runs
-
-    # 4. full curves of the best candidates of each family
-    families = {"vse": args.datasets, "warp": baseline_datasets, "bpr": baseline_datasets}
-    curve_tasks = []
-    for family, datasets in families.items():
-        reference = best_by_dataset(runs, family)
-        ranking = rank_settings(relative_table(runs, family, datasets, reference), datasets)
-        summary[f"{family}_ranking"] = ranking
-        for seed in args.curve_seeds:
-            curve_tasks += make_tasks("curves", family,
-                                      [r["params"] for r in ranking[: args.candidates]],
-                                      datasets, args, seed=seed, patience=0)
-    curve_runs = run_phase("curves", curve_tasks, store, args)
-    # the references also see the curve runs (other seeds may go higher)
-    recommended, summary["reference_best_val_map"] = {}, {}
-    for family, datasets in families.items():
-        reference = best_by_dataset(runs + curve_runs, family)
-        summary["reference_best_val_map"][family] = reference
-        options = choose_iterations(curve_runs, family, datasets, reference)
-        summary[f"{family}_iteration_options"] = options[:20]
-        recommended[family] = options[0]
-    summary["recommended"] = recommended
-
-    # 5. retrain on train, score on test: the defaults and each dataset's own best
-    final_tasks = []
-    for family, datasets in families.items():
-        rec = recommended[family]
-        for dataset in datasets:
-            final_tasks.append(dict(phase="final", role="recommended", family=family,
-                                    dataset=dataset, params=rec["params"], seed=0,
-                                    iterations=rec["iterations"]))
-            own = max((r for r in runs if r["family"] == family and r["dataset"] == dataset
-                       and r["best_val_map"] is not None),
-                      key=lambda r: r["best_val_map"])
-            final_tasks.append(dict(phase="final", role="own-best", family=family,
-                                    dataset=dataset, params=own["params"], seed=0,
-                                    iterations=own["best_epoch"]))
-    summary["final"] = run_phase("final", final_tasks, store, args)
-
-    # 6. optional: does the optimum lie beyond the grid's edge?
-    if args.edge_check:
-        rec = recommended["vse"]["params"]
-        grid = grids["vse"]
-        settings = [dict(rec, regularization=reg, rank_decay=decay)
-                    for reg in (rec["regularization"], 0.1)
-                    for decay in (rec["rank_decay"], 0.5, 1.0)]
-        settings = [p for p in settings if not (p["regularization"] in grid["regularization"]
-                                                and p["rank_decay"] in grid["rank_decay"])]
-        edge_runs = run_phase("edge", make_tasks("edge", "vse", settings, args.datasets,
-                                                 args), store, args)
-        reference = summary["reference_best_val_map"]["vse"]
-        summary["edge"] = [dict(key=r["key"], params=r["params"], dataset=r["dataset"],
-                                best_val_map=r["best_val_map"], best_epoch=r["best_epoch"],
-                                relative=(r["best_val_map"] or 0.0) / reference[r["dataset"]])
-                           for r in edge_runs]
+    if "grid" in args.phases:
+        run_phase("grid", tasks("grid", settings), store, args)
+    if "alternative" in args.phases:
+        run_phase("alternative", tasks("alternative", alternatives), store, args)
+    if "ease" in args.phases and not args.no_ease:
+        expensive = [d for d in args.datasets if harness.get_splits(d)[0].shape[1]
+                     > EASE_BOUND_LABELS]
+        cheap = [dict(phase="ease", family="EASE", dataset=d, params=dict(regularization=lam),
+                      seed=0, eval_images=args.eval_images)
+                 for lam in lambdas for d in args.datasets if d not in expensive]
+        run_phase("ease", cheap, store, args)
+        while expensive:
+            ease_runs = [r for r in store.data["runs"] if r["phase"].startswith("ease")]
+            todo = ease_tasks_to_run(ease_runs, expensive, lambdas, args)
+            if not todo:
+                break
+            run_phase("ease-bound", todo, store, args)
 
     store.data["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     store.save()
+    result = analyse(store.data)
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.0f}s")
-    for family, rec in recommended.items():
-        print(f"recommended {family}: {rec['params']} iterations={rec['iterations']} "
-              f"mean relative validation MAP {rec['mean_relative']:.3f} "
-              f"({', '.join(f'{d} {v:.3f}' for d, v in rec['relative'].items())})")
+    if result["chosen"]:
+        print(f"chosen: {result['chosen']['name']}, patience {result['shipped_patience']} "
+              f"(worst ratio {result['chosen']['criterion'][result['rule']]:.3f})")
+    if result["ease_chosen"] is not None:
+        print(f"EASE lambda {result['ease_chosen']:g} (worst ratio "
+              f"{result['ease_worst'][result['ease_chosen']]:.3f})")
 
 
 # --------------------------------------------------------------------------------------------
 # Markdown report
 
 
-def _fmt_params(params):
-    short = {"learning_rate": "lr", "regularization": "reg", "rank_decay": "decay",
-             "init_scale": "init"}
-    return ", ".join(f"{short.get(k, k)} {params[k]:.3g}" for k in
-                     ("learning_rate", "regularization", "rank_decay", "init_scale")
-                     if k in params)
+def _ratio(value):
+    return f"{value:.3f}"
 
 
-def print_report(data):
-    runs, summary = data["runs"], data["summary"]
-    meta = data["meta"]
+def report(data):
+    """The generated tables of defaults.md."""
+    a = analyse(data)
+    meta, datasets, patiences = data["meta"], a["datasets"], a["patiences"]
+    rule, chosen = a["rule"], a["chosen"]
+    rules = [f"p{p}" for p in patiences] + ["fixed"]
+    heads = [f"patience {p}" for p in patiences] + [f"fixed {a['epochs']}"]
     earlier = meta.get("resumed_from_seconds")
-    print(f"command: `{meta['command']}`; wall-clock {meta.get('wall_seconds')} s"
-          + (f" (resumed a run of {earlier} s)" if earlier else "") + "\n")
-    for family in ("vse", "warp", "bpr"):
-        rec = summary["recommended"][family]
-        reference = summary["reference_best_val_map"][family]
-        print(f"### {family}: recommended {_fmt_params(rec['params'])}, "
-              f"iterations {rec['iterations']}\n")
-        print("| dataset | val MAP at the default (seed mean) | dataset's best val MAP | "
-              "relative |")
-        print("|---|---|---|---|")
-        for d, v in rec["val_map"].items():
-            print(f"| {d} | {v:.4f} | {reference[d]:.4f} | {rec['relative'][d]:.3f} |")
-        print()
-        print("Top settings by mean relative validation MAP (each at its own best epoch):\n")
-        ranking = summary[f"{family}_ranking"]
-        datasets = list(ranking[0]["relative"])
-        print("| setting | mean rel. | worst rel. | mean rank | " + " | ".join(datasets) + " |")
-        print("|---|---|---|---|" + "---|" * len(datasets))
-        for row in ranking[:10]:
-            print(f"| {_fmt_params(row['params'])} | {row['mean_relative']:.3f} | "
-                  f"{row['worst_relative']:.3f} | {row['mean_rank']:.1f} | "
-                  + " | ".join(f"{row['relative'][d]:.3f}" for d in datasets) + " |")
-        print()
-        print("Common-epoch options (full curves, seed-averaged):\n")
-        print("| setting | iterations | mean rel. | " + " | ".join(datasets) + " |")
-        print("|---|---|---|" + "---|" * len(datasets))
-        for option in summary[f"{family}_iteration_options"][:8]:
-            print(f"| {_fmt_params(option['params'])} | {option['iterations']} | "
-                  f"{option['mean_relative']:.3f} | "
-                  + " | ".join(f"{option['relative'][d]:.3f}" for d in datasets) + " |")
-        print()
+    out = [f"command: `{meta['command']}`; wall-clock {meta.get('wall_seconds')} s"
+           + (f" (resumed a run of {earlier} s)" if earlier else "") + "; started "
+           + f"{meta.get('started')}", ""]
+    out += ["| dataset | images × labels | fit pairs | validation images scored | test images "
+            "scored | best validation MAP (setting, epoch) |", "|---|---|---|---|---|---|"]
+    for d in datasets:
+        shape = meta["shapes"][d]
+        best, name, epoch = a["reference"][d]
+        out.append(f"| {d} | {shape['shape'][0]:,} × {shape['shape'][1]:,} | {shape['fit']:,} | "
+                   f"{shape['val_images']:,} | {shape['test_images']:,} | {best:.4f} ({name}, "
+                   f"{epoch}) |")
+    out.append("")
+    if chosen is None:
+        return "\n".join(out) + "\n"
+    out += [f"### Chosen: {chosen['name']}, patience {a['shipped_patience']}", "",
+            f"Criterion at patience p: the worst ratio over the {len(datasets)} datasets of "
+            f"min(validation MAP at the epoch early stopping with patience p keeps, validation MAP "
+            f"after all {a['epochs']} epochs) / the dataset's best. Best criterion of a grid "
+            "setting at each patience: "
+            + ", ".join(f"p {p}: {a['best_criterion'][f'p{p}']:.3f}" for p in patiences)
+            + f"; shipped: the shortest within {PATIENCE_TOLERANCE} of the longest.", ""]
+    out += ["Per dataset, worst first (ratio = validation MAP / the dataset's best; kept epoch "
+            "→ stop epoch in brackets):", "",
+            "| dataset | " + " | ".join(heads) + " | own best (epoch) | final / own best | "
+            f"test MAP at patience {a['shipped_patience']} | test MAP at {a['epochs']} |",
+            "|---" * (len(heads) + 5) + "|"]
+    per = chosen["datasets"]
+    order = sorted(datasets, key=lambda d: min(per[d]["ratio"][rule], per[d]["ratio"]["fixed"]))
+    for d in order:
+        cells = []
+        for r in rules:
+            value = per[d]["rules"][r]
+            cells.append(f"{per[d]['ratio'][r]:.3f}" + (
+                f" ({value['kept']}→{value['stop']})" if r != "fixed" else ""))
+        out.append(f"| {d} | " + " | ".join(cells) + f" | {per[d]['best']:.4f} "
+                   f"({per[d]['best_epoch']}) | {per[d]['final_over_best']:.3f} | "
+                   f"{per[d]['rules'][rule]['test']:.4f} | "
+                   f"{per[d]['rules']['fixed']['test']:.4f} |")
+    out.append("")
 
-    if summary.get("edge"):
-        print("### Beyond the grid's edge (VSE-ens, own best epoch, relative to the grid's best)\n")
-        print("| setting | dataset | best val MAP | best epoch | relative |")
-        print("|---|---|---|---|---|")
-        for e in sorted(summary["edge"], key=lambda e: (e["key"], e["dataset"])):
-            print(f"| {_fmt_params(e['params'])} | {e['dataset']} | {e['best_val_map']:.4f} | "
-                  f"{e['best_epoch']} | {e['relative']:.3f} |")
-        print()
+    def table(rows, title):
+        lines = [title, "", "| setting | criterion p " + str(a["shipped_patience"]) + " | "
+                 + " | ".join(f"worst, {h}" for h in heads)
+                 + " | worst final / own best | mean ratio, fixed | training s (all datasets) |",
+                 "|---" * (len(heads) + 5) + "|"]
+        for s in rows:
+            seconds = sum(v["seconds"] for v in s["datasets"].values())
+            lines.append(f"| {s['name']} | {s['criterion'][rule]:.3f} | "
+                         + " | ".join(f"{s['worst'][r]:.3f}" for r in rules)
+                         + f" | {s['worst_final_over_best']:.3f} | "
+                         f"{s['mean_ratio']['fixed']:.3f} | {seconds:.0f} |")
+        return lines + [""]
 
-    print("### Test (retrained on the whole train split)\n")
-    print("| family | dataset | role | setting | iterations | test MAP | test P@5 | test R@5 "
-          "| test AUC |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in sorted(summary["final"], key=lambda r: (r["family"], r["dataset"], r["role"])):
-        t = run["test"]
-        print(f"| {run['family']} | {run['dataset']} | {run['role']} | "
-              f"{_fmt_params(run['params'])} | {run['iterations']} | {t['map']:.4f} | "
-              f"{t['precision@5']:.4f} | {t['recall@5']:.4f} | {t['auc']:.4f} |")
-    print()
+    out += table(a["ranking"], f"Every grid setting, best first by the criterion at patience "
+                               f"{a['shipped_patience']} (\"worst\": the lowest ratio over the "
+                               "datasets under that rule alone):")
+    others = [s for s in a["complete"].values() if s["phase"] == "alternative"]
+    out += table(sorted(others, key=lambda s: -s["criterion"][rule]),
+                 "The alternatives (never chosen), on the same scale:")
 
-    for family in ("vse", "warp", "bpr"):
-        datasets = sorted({r["dataset"] for r in runs if r["family"] == family
-                           and r["phase"] in ("vse", "vse-fine", "baselines")})
-        for dataset in datasets:
-            rows = [r for r in runs if r["family"] == family and r["dataset"] == dataset
-                    and r["phase"] in ("vse", "vse-fine", "baselines")]
-            rows.sort(key=lambda r: -(r["best_val_map"] or 0))
-            print(f"<details><summary>{family} on {dataset}: {len(rows)} settings</summary>\n")
-            print("| setting | best val MAP | best epoch | test MAP | test P@5 | stopped |")
-            print("|---|---|---|---|---|---|")
-            for r in rows:
-                t = r.get("test_at_best")
-                val = "—" if r["best_val_map"] is None else f"{r['best_val_map']:.4f}"
-                test = f"{t['map']:.4f} | {t['precision@5']:.4f}" if t else "— | —"
-                print(f"| {_fmt_params(r['params'])} | {val} | {r['best_epoch']} | {test} | "
-                      f"{r['status']} at {r['epochs_trained']} |")
-            print("\n</details>\n")
+    out += ["What each knob does (grid settings; best and mean criterion at patience "
+            f"{a['shipped_patience']} over the settings with that value):", "",
+            "| knob | value | best | mean | best setting with it |", "|---|---|---|---|---|"]
+    for knob in _SHORT:
+        values = sorted({s["params"][knob] for s in a["ranking"]})
+        for value in values:
+            with_it = [s for s in a["ranking"] if s["params"][knob] == value]
+            top = max(with_it, key=lambda s: s["criterion"][rule])
+            out.append(f"| {knob} | {value:g} | {top['criterion'][rule]:.3f} | "
+                       f"{np.mean([s['criterion'][rule] for s in with_it]):.3f} | {top['name']} |")
+    out.append("")
+
+    out += ["Patience, for the chosen setting (ratio at the kept epoch; epochs trained = the stop "
+            "epoch):", "", "| patience | worst ratio | mean ratio | " + " | ".join(
+                f"{d} epochs" for d in datasets) + " |", "|---" * (len(datasets) + 3) + "|"]
+    for p in patiences:
+        r = f"p{p}"
+        out.append(f"| {p} | {chosen['worst'][r]:.3f} | {chosen['mean_ratio'][r]:.3f} | "
+                   + " | ".join(str(per[d]["rules"][r]["stop"]) for d in datasets) + " |")
+    out.append("")
+
+    out += ["Each dataset's best grid setting (validation MAP at its own best epoch):", "",
+            "| dataset | best grid setting | val MAP (epoch) | chosen setting's best | ratio |",
+            "|---|---|---|---|---|"]
+    for d in datasets:
+        top = max(a["ranking"], key=lambda s: s["datasets"][d]["best"])
+        out.append(f"| {d} | {top['name']} | {top['datasets'][d]['best']:.4f} "
+                   f"({top['datasets'][d]['best_epoch']}) | {per[d]['best']:.4f} | "
+                   f"{per[d]['best'] / top['datasets'][d]['best']:.3f} |")
+    out.append("")
+
+    if a["lambdas"]:
+        out += [f"### EASE: lambda {a['ease_chosen']:g}" if a["ease_chosen"] is not None
+                else "### EASE", "",
+                "Validation MAP / the dataset's best over lambda (— : not fitted, its bound on "
+                "the other datasets already below the chosen lambda's worst ratio):", "",
+                "| lambda | " + " | ".join(datasets) + " | worst |",
+                "|---" * (len(datasets) + 2) + "|"]
+        for lam in a["lambdas"]:
+            cells = []
+            for d in datasets:
+                run = a["ease"][lam].get(d)
+                cells.append("—" if run is None else _ratio(run["val_map"] / a["ease_best"][d]))
+            mark = "**" if lam == a["ease_chosen"] else ""
+            out.append(f"| {mark}{lam:g}{mark} | " + " | ".join(cells)
+                       + f" | {mark}{a['ease_worst'][lam]:.3f}{mark} |")
+        out.append("")
+        out += ["| dataset | best lambda | val MAP | at the chosen lambda: val MAP | test MAP "
+                "(fit-set model) | fit s |", "|---|---|---|---|---|---|"]
+        for d in datasets:
+            runs = [a["ease"][lam][d] for lam in a["lambdas"] if d in a["ease"][lam]]
+            if not runs:
+                continue
+            top = max(runs, key=lambda r: r["val_map"])
+            at = a["ease"].get(a["ease_chosen"], {}).get(d)
+            out.append(f"| {d} | {top['params']['regularization']:g} | {top['val_map']:.4f} | "
+                       + (f"{at['val_map']:.4f} | {at['test_map']:.4f} | {at['fit_seconds']:.2f}"
+                          if at else "— | — | —") + " |")
+        out.append("")
+
+    for d in datasets:
+        rows = sorted((s for s in a["settings"].values() if d in s["datasets"]),
+                      key=lambda s: -s["datasets"][d]["best"])
+        out += [f"<details><summary>{d}: every setting</summary>", "",
+                "| setting | best val MAP (epoch) | " + " | ".join(heads)
+                + " | test MAP at the best epoch | s |", "|---" * (len(heads) + 4) + "|"]
+        for s in rows:
+            v = s["datasets"][d]
+            out.append(f"| {s['name']} | {v['best']:.4f} ({v['best_epoch']}) | "
+                       + " | ".join(f"{v['ratio'][r]:.3f}" for r in rules)
+                       + f" | {_test_at(data, s['name'], d, v['best_epoch'])} | "
+                       f"{v['seconds']:.0f} |")
+        out += ["", "</details>", ""]
+    return "\n".join(out)
+
+
+def _test_at(data, name, dataset, epoch):
+    for run in data["runs"]:
+        if run.get("family") == name and run["dataset"] == dataset and run.get("test_curve"):
+            return f"{run['test_curve'][epoch - 1]:.4f}" if epoch else "—"
+    return "—"
 
 
 if __name__ == "__main__":

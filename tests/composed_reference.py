@@ -1,6 +1,6 @@
 """NumPy reference for the label-composed model's visit of one image (``_composed.pxi``).
 
-Written from the model's definition (docs/ALGORITHM.md, "Label-composed image vectors"), in
+Written from the model's definition (docs/ALGORITHM.md, "VSEEns: scores" and "Training"), in
 float64, for the tests to hold the compiled kernel against: every pair's vector is the image's
 other labels' inputs summed and scaled by m^-alpha (plus a free vector), scored with a bias;
 each pair steps its two label vectors at once; each summed label input takes, at the end of

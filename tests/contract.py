@@ -8,6 +8,7 @@ a model that learned anything must rank the withheld label first.
 
 import io
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -141,6 +142,16 @@ class ModelContract:
         for row in ids:
             assert set(row) == set(range(8))
         assert np.isfinite(scores).all()
+        # every label asked for, the query among the filtered ones: each once, filtered last
+        filtered = np.arange(0, N, 5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow in a division either
+            ids, scores = model.similar_items(np.arange(N), N=999, filter_items=filtered)
+        assert ids.shape == (N, N) and np.isfinite(scores).all()
+        for row, row_scores in zip(ids, scores):
+            assert sorted(row) == list(range(N))
+            assert set(row[-len(filtered):]) == set(filtered)
+            assert (row_scores[-len(filtered):] == -np.finfo(scores.dtype).max).all()
 
     def test_similar_users_filters_and_subsets(self, fitted):
         model, _ = fitted
@@ -150,6 +161,10 @@ class ModelContract:
         assert not set(ids.ravel()) & set(range(0, N, 5)) and np.isfinite(scores).all()
         ids, _ = model.similar_users(np.arange(N), N=999, users=np.arange(6))
         assert ids.shape == (N, 6) and all(set(row) == set(range(6)) for row in ids)
+        count = model.user_factors.shape[0]  # the images, each with every other asked for
+        ids, scores = model.similar_users(3, N=999, filter_users=np.arange(count // 4))
+        assert sorted(ids) == list(range(count)) and np.isfinite(scores).all()
+        assert set(ids[-(count // 4):]) == set(range(count // 4))
 
     def test_ranking_a_subset_puts_the_known_labels_last(self, fitted):
         model, user_items = fitted

@@ -197,3 +197,14 @@ def test_a_bare_model_file_is_refused_with_how_to_use_it(tmp_path):
     with pytest.raises(ModelFileError, match="a bare VSEEns model .*VSEEns.load"):
         Annotator.load(tmp_path / "bare.npz")
     assert FORMAT_VERSION >= 3
+
+
+def test_warnings_print_integer_ids_as_plain_numbers(numbered):
+    annotator, _, _ = numbered
+    new = ImageLabels.from_pairs(np.array([5, 5, 6], dtype=np.int64),
+                                 np.array([1, 888888, 999999], dtype=np.int64))
+    with pytest.warns(UserWarning) as caught:
+        annotator.tag_new(new, N=3, skip_unknown=True)
+    messages = " | ".join(str(warning.message) for warning in caught)
+    assert "e.g. 888888" in messages and "e.g. 6" in messages  # the label, the empty image
+    assert "np." not in messages and "int64" not in messages

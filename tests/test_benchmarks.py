@@ -23,7 +23,7 @@ from vse_recsys.adapters import generate_image_labels, leave_one_out_split
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
-NON_LIGHTFM = ["VSEEns", "VSE-ens", "uniform hinge", "WARP (ours)", "AOBPR", "BPR (ours)",
+NON_LIGHTFM = ["VSEEns", "VSEEns defaults", "VSE-ens", "WARP (ours)", "AOBPR", "BPR (ours)",
                "implicit BPR", "implicit ALS", "item-item cosine", "item-item BM25", "EASE",
                "co-occurrence", "popularity"]
 
@@ -195,7 +195,12 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
                                                                           "WARP (ours)"]
     for run in retrains:
         assert run["status"] == "completed", run
-        assert run["curve"][-1]["epoch"] == run["epochs"]
+        last = run["curve"][-1]
+        if run["family"] == "VSEEns defaults":  # as shipped: its own early stopping
+            assert 1 <= last["kept_epoch"] <= last["stopped_epoch"] <= run["epochs"]
+            assert last["epoch"] == last["kept_epoch"]
+        else:
+            assert last["epoch"] == run["epochs"]
         seconds = [point["seconds"] for point in run["curve"]]
         assert seconds == sorted(seconds) and seconds[0] >= 0
         for point in run["curve"]:
@@ -204,7 +209,10 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
                 assert 0.0 <= point[key] <= 1.0
     # retraining used the epoch count chosen on validation
     tunes = [r for r in data["runs"] if r["phase"] == "tune"]
+    assert not [t for t in tunes if t["family"] == "VSEEns defaults"]  # nothing to tune
     for run in retrains:
+        if run["family"] == "VSEEns defaults":
+            continue
         best = max((t for t in tunes if t["family"] == run["family"]),
                    key=lambda t: t["best_val_map"])
         assert run["epochs"] == best["best_epoch"] and run["params"] == best["params"]
@@ -216,13 +224,14 @@ def test_compare_quick_runs_every_model_and_skips_lightfm(bench, monkeypatch, tm
     table = (tmp_path / "compare_generated.md").read_text()
     for name in NON_LIGHTFM:
         assert f"| {name} | 1 |" in table
-    assert "speed-up vs our WARP" in table and "LightFM" not in table
+    assert "speed-up vs our WARP" in table and "speed-up vs EASE" in table
+    assert "LightFM" not in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "compare_generated.png").stat().st_size > 10_000
 
     summary = compare.cross_dataset_tables({"generated": data})
     assert f"{final['co-occurrence']:.4f}" in summary.split("| co-occurrence |")[1].split("\n")[0]
-    assert "| VSE-ens | our WARP |" in summary
+    assert "| VSE-ens | our WARP |" in summary and "| VSEEns defaults | EASE |" in summary
 
 
 def test_compare_resume_skips_finished_runs(bench, tmp_path, capsys):
@@ -315,32 +324,96 @@ def test_foldin_benchmark_reports_the_ratio_to_trained(script, data_dir, capsys)
     assert "movielens-100k" in out and "%" in out
 
 
-def test_defaults_sweep_quick_recommends_a_setting_of_every_family(script, data_dir, tmp_path,
-                                                                   capsys):
-    """Two worker processes (the pool path) on corel5k and movielens-100k, 6 epochs."""
+def test_defaults_sweep_quick_chooses_a_setting_and_a_lambda(script, data_dir, tmp_path, capsys):
+    """Two worker processes (the pool path) on corel5k and tiny generated data, 6 epochs."""
     sweep = script("defaults_sweep")
     out = tmp_path / "defaults.json"
     sweep.main(["--quick", "--data-dir", str(data_dir), "--out", str(out)])
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert set(data["summary"]["recommended"]) == {"vse", "warp", "bpr"}
-    finals = [run for run in data["runs"] if run["phase"] == "final"]
-    assert {(run["family"], run["dataset"], run["role"]) for run in finals} == {
-        (family, dataset, role) for family in ("vse", "warp", "bpr")
-        for dataset in ("corel5k", "movielens-100k") for role in ("recommended", "own-best")}
-    assert all(0.0 < run["test"]["map"] <= 1.0 for run in finals)
+    runs = [run for run in data["runs"] if run["phase"] in ("grid", "alternative")]
+    assert {(run["phase"], run["dataset"]) for run in runs} == {
+        (phase, dataset) for phase in ("grid", "alternative")
+        for dataset in ("corel5k", "generated-quick")}
+    for run in runs:  # a validation and a test MAP after every epoch
+        assert run["status"] == "completed" and len(run["val"]) == len(run["test_curve"]) == 6
+        assert all(0.0 < value <= 1.0 for value in run["val"] + run["test_curve"])
+    result = sweep.analyse(data)
+    assert result["chosen"]["phase"] == "grid" and result["ease_chosen"] in (10.0, 100.0)
+    assert result["shipped_patience"] in data["meta"]["patiences"]
     capsys.readouterr()
     sweep.main(["--report", str(out)])
-    assert "### vse: recommended" in capsys.readouterr().out
+    assert "### Chosen: " in capsys.readouterr().out
 
 
+def test_defaults_check_quick_scores_the_shipped_model_and_its_references(script, data_dir,
+                                                                         tmp_path, capsys):
+    """The check takes its tuned setting and EASE's lambda from a (quick) sweep's results."""
+    sweep_out, out = tmp_path / "defaults.json", tmp_path / "check.json"
+    script("defaults_sweep").main(["--quick", "--data-dir", str(data_dir), "--out",
+                                   str(sweep_out)])
+    check = script("defaults_check")
+    check.main(["--quick", "--data-dir", str(data_dir), "--sweep", str(sweep_out), "--out",
+                str(out), "--jobs", "1"])
+    data = json.loads(out.read_text(encoding="utf-8"))
+    runs = {(r["dataset"], r["family"]): r for r in data["runs"]}
+    assert set(runs) == {(d, f) for d in ("corel5k", "generated-quick") for f in check.FAMILIES}
+    sweep = json.loads(sweep_out.read_text(encoding="utf-8"))
+    for dataset in ("corel5k", "generated-quick"):
+        shipped = runs[dataset, "shipped"]
+        assert shipped["params"] == {} and 1 <= shipped["kept_epoch"] <= shipped["epochs_trained"]
+        assert len(runs[dataset, "curve"]["curve"]) == check.CURVE_EPOCHS
+        params, epoch, _ = check.best_grid_setting(sweep, dataset)
+        assert runs[dataset, "tuned"]["params"] == dict(params, iterations=epoch,
+                                                        early_stopping=False)
+        assert runs[dataset, "EASE"]["regularization"] == check.best_lambda(sweep, dataset)
+        assert all(0.0 < run["map"] <= 1.0 for (d, _), run in runs.items() if d == dataset)
+    assert "| corel5k | " in capsys.readouterr().out
+
+
+def test_defaults_sweep_emulates_the_packages_early_stopping(script):
+    sweep = script("defaults_sweep")
+    # best so far kept; stop after `patience` epochs without a strictly better one
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 2) == (2, 4)
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 3) == (2, 5)
+    assert sweep.early_stop([0.1, 0.3, 0.2, 0.3, 0.25, 0.4], 4) == (6, 6)
+    assert sweep.early_stop([0.5], 10) == (1, 1)
+
+
+def test_defaults_sweep_emulation_matches_the_package(script, harness):
+    """The kept epoch of the emulated rule is the one VSEEns(early_stopping=True) keeps, when
+    both see the same validation pairs."""
+    from vse_recsys import VSEEns
+
+    sweep = script("defaults_sweep")
+    data = generate_image_labels(n_images=400, n_labels=60, random_state=0)
+    fit, validation, _, _ = harness.split(data)
+    images = np.flatnonzero(validation.getnnz(axis=1))
+    params = dict(factors=8, learning_rate=0.2, iterations=30, num_threads=1, random_state=0)
+    curve = []
+    free = VSEEns(**params, early_stopping=False)
+    free.fit(fit, show_progress=False, callback=lambda *_: curve.append(
+        sweep.vse_map(free, fit, validation, images)))
+    stopped = VSEEns(**params, early_stopping=True, n_iter_no_change=3)
+    stopped.fit(fit, show_progress=False, validation=validation)
+    np.testing.assert_allclose(stopped.validation_scores_, curve[:len(stopped.validation_scores_)],
+                               rtol=1e-5)
+    assert sweep.early_stop(curve, 3) == (stopped.best_iteration_,
+                                          len(stopped.validation_scores_))
+
+
+# the results files whose tables a script's --report writes beside them (the others are
+# read by RESULTS.md only: defaults.json has its own test, the rest no committed tables)
+REPORTERS = {"compare_": "compare", "scaling.json": "scaling", "large_scale.json": "large_scale"}
 COMMITTED_RESULTS = sorted(path.relative_to(RESULTS).as_posix()
-                           for path in RESULTS.glob("**/*.json") if path.name != "defaults.json")
+                           for path in RESULTS.glob("**/*.json")
+                           if any(path.name.startswith(prefix) for prefix in REPORTERS))
 
 
 @pytest.mark.parametrize("name", COMMITTED_RESULTS)
 def test_report_rewrites_the_committed_tables(script, monkeypatch, tmp_path, name):
     """``--report`` of a committed results file writes the Markdown committed beside it."""
-    module = script("scaling" if name == "scaling.json" else "compare")
+    module = script(next(reporter for prefix, reporter in REPORTERS.items()
+                         if os.path.basename(name).startswith(prefix)))
     monkeypatch.setattr(script("harness"), "pyplot", lambda: None)  # the tables only
     copy = tmp_path / os.path.basename(name)
     shutil.copy(RESULTS / name, copy)
@@ -377,5 +450,18 @@ def test_dask_tagging_quick_tags_every_image_once_with_one_and_two_workers(scrip
     assert [run["workers"] for run in record["runs"]] == [1, 2]
     for run in record["runs"]:
         # the script itself asserts each image has its 10 rows once; here the totals agree
-        assert run["images"] == record["args"]["images"] and run["rows"] == 10 * run["images"]
-    assert record["speedup"] > 0 and "work_dir" not in record["args"]
+        assert run["images"] == record["meta"]["args"]["images"]
+        assert run["rows"] == 10 * run["images"]
+    assert record["speedup"] > 0 and "work_dir" not in record["meta"]["args"]
+
+
+def test_many_labels_quick_scores_vseens_and_the_baselines(script, tmp_path, capsys):
+    out = tmp_path / "many.json"
+    script("many_labels").main(["--quick", "--threads", "1", "--output", str(out)])
+    record = json.loads(out.read_text())
+    models = [run["model"] for run in record["runs"]]
+    # (EASE fits on the tiny data; at 100,000 labels it is refused, with its message kept)
+    assert models == ["VSEEns() (1 thread)", "EASE()", "co-occurrence", "popularity"]
+    assert all(0 < run["test_map"] <= 1 for run in record["runs"])
+    by_model = {run["model"]: run["test_map"] for run in record["runs"]}
+    assert by_model["VSEEns() (1 thread)"] > by_model["popularity"]

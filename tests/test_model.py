@@ -347,3 +347,65 @@ def test_get_params_gives_a_model_with_the_same_settings_and_set_params_checks_n
     assert model.set_params(learning_rate=0.5) is model and model.learning_rate == 0.5
     with pytest.raises(ValueError, match="has no parameter 'epochs'"):
         model.set_params(epochs=3)
+
+
+@pytest.mark.parametrize("params, cause", [
+    (dict(learning_rate=1e30), "lower learning_rate"),
+    (dict(regularization=1e30), "regularization=1e+30 is far beyond"),
+    (dict(regularization=1e30, learning_schedule="sgd"), "regularization=1e+30 with"),
+    (dict(init_scale=1e20), "init_scale=1e+20"),
+])
+def test_divergence_advice_names_the_parameter_out_of_range(params, cause):
+    model = quick_model(iterations=3, **params)
+    with pytest.raises(DivergenceError) as caught:
+        model.fit(random_labels(), show_progress=False)
+    message = str(caught.value)
+    assert cause in message
+    # and no other parameter's advice
+    others = {"lower learning_rate", "regularization=", "init_scale="} - {
+        next(part for part in ("lower learning_rate", "regularization=", "init_scale=")
+             if part in cause)}
+    assert not any(other in message for other in others), message
+
+
+def test_a_fit_with_nothing_to_learn_warns_that_nothing_was_trained():
+    every_label = scipy.sparse.csr_matrix(np.ones((50, 1), dtype=np.float32))
+    with pytest.warns(UserWarning, match="nothing was trained"):
+        quick_model(iterations=2).fit(every_label, show_progress=False)
+
+
+@pytest.mark.parametrize("config", ["default", "bpr", "free"])
+def test_a_label_no_image_has_is_similar_to_nothing(config):
+    params = {"default": {}, "bpr": dict(loss="bpr"), "free": FREE}[config]
+    user_items = generate_image_labels(n_images=1_000, n_labels=80, random_state=0).user_items
+    user_items = user_items.tolil()
+    user_items[:, 7] = 0  # nobody has label 7: it trains as a negative only
+    user_items = scipy.sparse.csr_matrix(user_items)
+    user_items.eliminate_zeros()
+    model = VSEEns(factors=16, iterations=5, random_state=0, num_threads=1, **params)
+    model.fit(user_items, show_progress=False)
+    assert model.item_factors[7, -1] != 0 or not model.label_bias  # its bias is kept
+    ids, scores = model.similar_items(np.arange(80), N=80)
+    for label in range(80):
+        row = dict(zip(ids[label], scores[label]))
+        assert row[7] == 0.0, (label, row[7])
+    assert (scores[7] == 0).all()  # its own list: similar to nothing, itself included
+
+
+def test_a_folded_in_image_does_not_depend_on_the_batch_or_the_threads():
+    user_items = generate_image_labels(n_images=300, n_labels=40, random_state=0).user_items
+    model = VSEEns(factors=8, iterations=3, random_state=0, num_threads=1, **FREE)
+    model.fit(user_items, show_progress=False)
+    new = user_items[[5, 9, 12]]
+    alone = model.recommend(0, new[0], N=10, recalculate_user=True)
+    vectors = {}
+    for threads in (1, 2):
+        model.num_threads = threads
+        for order in ([0, 1, 2], [1, 0, 2], [2, 1, 0]):
+            ids, scores = model.recommend(np.arange(3), new[order], N=10,
+                                          recalculate_user=True)
+            first = order.index(0)
+            np.testing.assert_array_equal(ids[first], alone[0])
+            np.testing.assert_allclose(scores[first], alone[1], rtol=1e-5)
+        vectors[threads] = model.recalculate_user(np.arange(3), new)
+    np.testing.assert_allclose(vectors[1], vectors[2], rtol=1e-5)

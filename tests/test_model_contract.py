@@ -111,8 +111,10 @@ def _implicits_checkerboard(size=50):
     dict(loss="warp", sampler="uniform"),
     dict(loss="warp", sampler="uniform", image_vectors="free", label_bias=False,
          learning_schedule="sgd"),
+    # (every image of the 50 holds out a label for early stopping, which leaves this one
+    # short of image 8's label; trained on every pair, as VSEEns.paper() trains, it is not)
     dict(loss="bpr", sampler="uniform", image_vectors="free", label_bias=False,
-         learning_schedule="sgd"),
+         learning_schedule="sgd", early_stopping=False),
 ], ids=["default", "bpr", "warp", "free-warp", "free-bpr"])
 def test_implicits_own_setting_recommends_every_withheld_label(params):
     # the model implicit's mixin builds for its BPR test: 3 factors, no regularisation, seed 42,

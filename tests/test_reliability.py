@@ -19,6 +19,16 @@ from vse_recsys.memory import InsufficientMemoryError
 from vse_recsys.model import DivergenceError
 
 
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own SIGINT handler, installed again at the C level for each test: in the full
+    suite a library loaded by an earlier test can leave another one there (Ctrl-C was then
+    never seen), which ``signal.getsignal`` does not show."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_soon(sent):
     """Send SIGINT to this process from another thread, then set the Event ``sent``.
 
@@ -49,6 +59,8 @@ def test_ctrl_c_keeps_the_last_completed_epoch(threads, sampler, loss):
             _interrupt_soon(sent)
         elif epoch > 1:
             sent.wait()  # the signal is pending now: it is raised before another epoch ends
+            # (a lost interrupt fails here instead of training 10,000 epochs)
+            assert epoch <= 3, f"Ctrl-C sent in epoch {len(snapshots) - 1} still not raised"
 
     with pytest.raises(KeyboardInterrupt):
         model.fit(user_items, show_progress=False, callback=callback)
@@ -153,6 +165,10 @@ def test_divergence_is_an_error_naming_the_epoch_and_never_reaches_recommend(con
     "shape, params",
     [
         ((6_000, 800, 5), dict()),
+        # many images with one label each: their vectors are only made at the end (no draws)
+        ((1_500_000, 20, 1), dict(early_stopping=False)),
+        # many labels: scoring the held-out images copies the label vectors
+        ((2_000, 100_000, 3), dict()),
         ((600, 6_000, 20), dict()),
         ((6_000, 800, 5), dict(sampler="adaptive", loss="hinge")),
         ((600, 6_000, 20), dict(dtype=np.float64, num_threads=2)),

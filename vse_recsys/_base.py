@@ -203,6 +203,7 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
             check_ids(f"filter_{what}", filter_ids, factors.shape[0], what)
             filter_ids = np.unique(np.asarray(filter_ids, dtype=np.int32))
         norms = np.sqrt(np.einsum("ij,ij->i", factors, factors, dtype=np.float64))
+        norms[self._untrained_rows(factors)] = 0  # similar to nothing, whatever else they hold
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         query = np.atleast_2d(factors[query_ids] * scale[query_ids, None].astype(factors.dtype))
         candidates = factors if subset is None else factors[subset]
@@ -225,6 +226,10 @@ class LabelModel(ParamsMixin, MatrixFactorizationBase):
         if np.isscalar(query_ids):
             return ids[0], scores[0]
         return ids, scores
+
+    def _untrained_rows(self, factors):
+        """Rows of ``factors`` that no training pair ever moved towards anything (a mask)."""
+        return ~factors.any(axis=1)
 
     def _threads(self):
         if self.num_threads:
@@ -326,8 +331,10 @@ def _own_id_first(ids, scores, query_ids, self_scores, allowed, N):
     """Each row's own id first (when it may be listed at all), then the others, N in all.
 
     A vector's cosine with itself is the largest there is, but rounding can put parallel
-    vectors a hair above it, or ties can push it out of the top ``N``.
+    vectors a hair above it, or ties can push it out of the top ``N``. A filtered-out own id
+    is listed only when ``N`` asks for every candidate: last, at the filtered ids' score.
     """
+    lowest = -np.finfo(scores.dtype).max
     out_ids = np.empty((len(query_ids), N), dtype=ids.dtype)
     out_scores = np.empty((len(query_ids), N), dtype=scores.dtype)
     for row, query in enumerate(query_ids):
@@ -336,5 +343,8 @@ def _own_id_first(ids, scores, query_ids, self_scores, allowed, N):
         if allowed[query]:
             row_ids = np.concatenate([[query], row_ids])
             row_scores = np.concatenate([[self_scores[row]], row_scores])
+        elif len(row_ids) < N:
+            row_ids = np.concatenate([row_ids, [query]])
+            row_scores = np.concatenate([row_scores, [lowest]])
         out_ids[row], out_scores[row] = row_ids[:N], row_scores[:N]
     return out_ids, out_scores

@@ -13,7 +13,8 @@ import scipy.sparse as sp
 
 from .evaluation import factor_metrics
 
-__all__ = ["MAX_VALIDATION_IMAGES", "split_validation", "validation_map"]
+__all__ = ["MAX_VALIDATION_IMAGES", "MAX_VALIDATION_SCORES", "max_validation_images",
+           "split_validation", "validation_map"]
 
 #: Scores computed at once when scoring the held-out labels (16 MiB of float32)
 SCORE_BLOCK = 1 << 22
@@ -21,24 +22,37 @@ SCORE_BLOCK = 1 << 22
 #: Most images held out for early stopping; with more, the per-epoch check would cost more
 #: than the little it gains in precision (10,000 images give MAP to about +-0.005).
 MAX_VALIDATION_IMAGES = 10_000
-#: Fewest images held out (when the data has twice as many with two labels): fewer give a MAP
-#: too noisy to stop on (about +-0.03 with 100 images), and stopping early on noise costs more
-#: than the held-out labels do
+#: Most scores the per-epoch check computes (held-out images x labels): past ~27,000 labels
+#: fewer images are held out (never fewer than MIN_VALIDATION_IMAGES), so that the check stays
+#: cheap next to an epoch. At 100,000 labels, 10,000 images took ~4 s an epoch against a 2.9 s
+#: epoch (benchmarks/many_labels.py); 2,684 images give MAP to about +-0.01.
+MAX_VALIDATION_SCORES = 1 << 28
+#: Fewest images held out (when the data has that many with two labels, and holding one label
+#: of each out stays within ``validation_fraction`` of the pairs): fewer give a MAP too noisy to
+#: stop on (about +-0.03 with 100 images), and stopping early on noise costs more than the
+#: held-out labels do. On movielens-100k (943 users, ~100 ratings each) holding out 471 users,
+#: as the former floor of "half the images" did, stopped VSEEns() at epochs 14-35 on noise
+#: (test MAP 0.140-0.146); all 943 (1 % of the pairs) stop it at 35-71 (0.148-0.151).
 MIN_VALIDATION_IMAGES = 1_000
 
 
-def split_validation(user_items, fraction, generator, max_images=MAX_VALIDATION_IMAGES):
+def split_validation(user_items, fraction, generator, max_images=None):
     """``(train, held_out)``: one random label of ``fraction`` of the images with two or more
-    labels (at least :data:`MIN_VALIDATION_IMAGES` or half of them, at most ``max_images``)
+    labels (at least :data:`MIN_VALIDATION_IMAGES`, or as many as there are, as long as that
+    holds out at most ``fraction`` of the pairs; at most ``max_images``, by default
+    :data:`MAX_VALIDATION_IMAGES` or, with many labels, :data:`MAX_VALIDATION_SCORES` scores)
     moved from ``user_items`` (canonical binary CSR) into ``held_out``; ``held_out`` is None
     when no image has two labels.
 
     Built from the CSR arrays directly (a keep-mask and the shortened rows), about 9 bytes per
     pair beside the result, so that it fits beside a matrix of hundreds of millions of pairs.
     """
+    if max_images is None:
+        max_images = max_validation_images(user_items.shape[1])
     counts = np.diff(user_items.indptr)
     eligible = np.flatnonzero(counts >= 2)
-    wanted = max(int(round(fraction * len(eligible))), min(MIN_VALIDATION_IMAGES, len(eligible) // 2))
+    wanted = max(int(round(fraction * len(eligible))),
+                 min(MIN_VALIDATION_IMAGES, len(eligible), int(fraction * user_items.nnz)))
     wanted = min(max_images, wanted)
     if wanted == 0:
         return user_items, None
@@ -57,6 +71,12 @@ def split_validation(user_items, fraction, generator, max_images=MAX_VALIDATION_
         (np.ones(wanted, dtype=np.float32), user_items.indices[picked], np.cumsum(held_indptr)),
         shape=user_items.shape)
     return train, held_out
+
+
+def max_validation_images(n_labels):
+    """The most images early stopping holds out with ``n_labels`` labels."""
+    return min(MAX_VALIDATION_IMAGES,
+               max(MIN_VALIDATION_IMAGES, MAX_VALIDATION_SCORES // max(1, n_labels)))
 
 
 def validation_map(image_vectors, item_factors, train, held_out, images):

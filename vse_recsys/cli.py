@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .adapters.datasets import DATASETS
 from .adapters.formats import FORMATS, guess_format, read_any
+
+#: --format auto's rules, as guess_format states them (one home: its docstring)
+_AUTO_RULES = " ".join(guess_format.__doc__.split("\n\n")[1].replace("``", "").split())
 
 
 class UserError(Exception):
@@ -149,12 +153,10 @@ def _add_dataset_options(group, *, positional_help=None):
     if positional_help:
         group.add_argument("data", nargs="?", metavar="DATA", help=positional_help)
     group.add_argument("--format", choices=("auto", *FORMATS), default="auto",
-                       help="format of DATA (default: auto: *.arff, also compressed, is mulan, a "
-                       "folder holding u.data / ratings.dat / ratings.csv is movielens, a folder "
-                       "holding ImageList/ is nuswide, anything else pairs)")
+                       help=f"format of DATA (default: auto: {_AUTO_RULES})")
     group.add_argument("--dataset", metavar="NAME",
-                       help="instead of DATA, one of the shared datasets by name: corel5k, "
-                       "delicious, nuswide81, movielens-100k (read from --data-dir)")
+                       help="instead of DATA, one of the shared datasets by name: "
+                       f"{', '.join(DATASETS)} (read from --data-dir)")
     group.add_argument("--data-dir", metavar="DIR",
                        help="folder of the shared datasets (default: $VSE_RECSYS_DATA, else "
                        "../shared/data)")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .adapters._ids import plain
+from .adapters._tables import parquet_parts
 
 __all__ = ["TagSummary", "tag_parquet"]
 
@@ -117,14 +118,14 @@ def _dask():
 
 
 def _part_files(pairs):
-    """The Parquet files of a dataset folder (every ``*.parquet`` below it, sorted), or the
-    one file given."""
+    """The Parquet part files of a dataset folder (as the readers find them), or the one file
+    given."""
     pairs = Path(pairs)
     if not pairs.exists():
         raise FileNotFoundError(f"pairs dataset {pairs} does not exist")
     if pairs.is_file():
         return [str(pairs)]
-    parts = sorted(str(p) for p in pairs.rglob("*.parquet") if p.is_file())
+    parts = [str(part) for part in parquet_parts(pairs)]
     if not parts:
         raise ValueError(f"{pairs} holds no .parquet part files")
     return parts

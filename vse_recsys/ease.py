@@ -79,7 +79,7 @@ class EASE(LabelModel):
 
     _scores_from_rows = True
 
-    def __init__(self, regularization=10.0, num_threads=0, dtype=np.float32):
+    def __init__(self, regularization=150.0, num_threads=0, dtype=np.float32):
         super().__init__(num_threads=num_threads)
         self.regularization = regularization
         self.dtype = np.dtype(dtype)

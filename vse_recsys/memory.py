@@ -10,8 +10,8 @@ on swap).
 
 The estimate of :func:`estimate_fit_memory` (bytes; ``k`` factors, ``w = k + 1`` with a label
 bias, else ``k``; ``s`` bytes per value, 4 for float32, 8 for float64; ``T`` threads; ``nnz``
-pairs; ``V`` images held out for early stopping, ``min(10,000, max(n_images / 10, min(1,000,
-n_images / 2)))``; ``M`` the most labels of one image; "trained" the arrays training moves:
+pairs; ``V`` images held out for early stopping, ``min(max(1,000, min(10,000, 2^28 /
+n_labels)), max(n_images / 10, min(1,000, n_images, nnz / 10)))``; ``M`` the most labels of one image; "trained" the arrays training moves:
 the label vectors ``n_labels * w * s``, plus the label inputs ``n_labels * k * s`` (composed
 image vectors) or the image vectors ``n_images * w * s`` (free ones))::
 
@@ -20,14 +20,17 @@ image vectors) or the image vectors ``n_images * w * s`` (free ones))::
     training matrix    14 nnz + 16 (n_images + 1)      fit's canonical copy of the input
                                                        (0 when the input is canonical already)
     validation split   9 nnz                           early stopping: making the split
-    initialisation     trained + 8 max(n_images, n_labels) k    new vectors, float64 draws
+    initialisation     trained + 8 min(2^15, R) w      new vectors, drawn in float64 blocks of
+                                                       at most 2^15 rows of the largest table
+                                                       (R: n_labels, or n_images with free ones)
     training           (2 + adagrad) x trained         the vectors, the copy of what fit keeps
                                                        (the best or last epoch), AdaGrad's sums
                        + 34 n_images  (composed)       the epoch's image order, or
                        + 18 nnz + 8 T ceil(nnz/4096)   (free) the epoch's shuffled pairs
                        + T ((4 + M) 16 s + 8 M)        composed: each thread's visit scratch
                        + 8 nnz + 16 (n_images + 1)     early stopping: the training pairs
-                       + V (w s + 4 w) + 6 min(V n_labels, 2^22)   and scoring the held out
+                       + V (w s + 4 w) + 4 w n_labels          and scoring the held out
+                       + 6 min(V n_labels, 2^22)
                        + 12 w n_labels + T (8 n_labels + 24 KiB)   adaptive sampler
                        + 8 n_labels + 8 max(n_images, n_labels) + 256 KiB
                                                        WARP weights, divergence check, other
@@ -43,6 +46,8 @@ is no initialisation. ``estimate_ease_memory`` documents EASE's.
 import os
 from pathlib import Path
 from typing import NamedTuple
+
+from ._holdout import max_validation_images
 
 __all__ = [
     "InsufficientMemoryError",
@@ -132,14 +137,20 @@ def estimate_fit_memory(
         trained += n_images * width * itemsize
     most = n_labels if max_labels is None else min(int(max_labels), n_labels)
     stride = -(-width // 16) * 16
-    # (as split_validation: a tenth of the images, at least 1,000 or half, at most 10,000)
-    validation_images = min(10_000, max(-(-n_images // 10), min(1_000, n_images // 2))) \
+    # (as split_validation: a tenth of the images, at least 1,000 or all of them as long as
+    # that is at most a tenth of the pairs, at most max_validation_images)
+    validation_images = min(max_validation_images(n_labels),
+                            max(-(-n_images // 10), min(1_000, n_images, nnz // 10))) \
         if early_stopping else 0
     terms = {
         "training matrix": 0 if canonical_input else 14 * nnz + 16 * (n_images + 1),
         # the vectors, the copy of what fit keeps (best or last epoch) and AdaGrad's sums
         "factors": (2 + bool(adagrad)) * trained if new_model else (1 + bool(adagrad)) * trained,
-        "initialisation": 8 * max(n_images, n_labels) * k if new_model else 0,
+        # normal draws in float64 blocks of at most 2^15 rows (model._BLOCK_ROWS) of the
+        # largest table drawn: the labels', or the free image vectors'
+        "initialisation": 8 * min(n_labels if image_vectors == "labels"
+                                  else max(n_images, n_labels), 1 << 15) * width
+        if new_model else 0,
         "pairs": (
             34 * n_images + 8 * threads * min(65536, -(-n_images // 4096)) if composed
             else 18 * nnz + 8 * threads * min(65536, -(-nnz // 4096))
@@ -151,9 +162,10 @@ def estimate_fit_memory(
         # the split's copy of the pairs, and scoring up to 2,048 held-out images at a time
         "validation pairs": 8 * nnz + 16 * (n_images + 1) if early_stopping else 0,
         "validation scoring": (
-            # the held-out images' vectors, their scores in blocks of at most 2^22 (float32, and
-            # a comparison's and a temporary's byte each)
-            validation_images * (width * itemsize + 4 * width) + 6 * min(
+            # the held-out images' vectors, the label vectors transposed (float32), their
+            # scores in blocks of at most 2^22 (float32, and a comparison's and a temporary's
+            # byte each)
+            validation_images * (width * itemsize + 4 * width) + 4 * width * n_labels + 6 * min(
                 validation_images * n_labels, max(n_labels, 1 << 22)) if early_stopping else 0
         ),
         "validation split": 9 * nnz if early_stopping else 0,

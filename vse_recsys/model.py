@@ -129,7 +129,9 @@ class VSEEns(LabelModel):
         ``n_iter_no_change`` epochs, and keep the parameters of the best epoch.
     validation_fraction : float
         Share of the images with two or more labels whose one random label is held out for
-        early stopping (at most 10,000 images).
+        early stopping (at least 1,000 images, or every image with two labels, as long as
+        that holds out at most this share of the pairs; at most 10,000 images, fewer past
+        ~27,000 labels so that scoring them stays cheap).
     n_iter_no_change : int
         Epochs without a better validation MAP before early stopping stops.
     rank_decay : float
@@ -192,9 +194,9 @@ class VSEEns(LabelModel):
 
     def __init__(
         self,
-        factors=64,
+        factors=128,
         learning_rate=0.02,
-        regularization=0.05,
+        regularization=0.01,
         iterations=100,
         margin=1.0,
         loss="warp",
@@ -527,6 +529,9 @@ class VSEEns(LabelModel):
                     f"Re-fitting continues from the fitted vectors and needs the same shape; "
                     f"create a new VSEEns to train from scratch."
                 )
+            if self._composed:
+                # derived from the labels, made again at the end: not trained, not copied
+                self.user_factors = None
             for name in _SAVED_ARRAYS:
                 if getattr(self, name) is not None:
                     setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
@@ -578,6 +583,13 @@ class VSEEns(LabelModel):
         self.item_factors[unused, : self.factors] = 0
         if self._composed:
             self.user_factors = self._image_vectors_of(user_items)
+
+    def _untrained_rows(self, factors):
+        # a label no image has keeps its (low) bias for recommend, but its vector is zero:
+        # judged by the vector alone, or its bias would make it "similar" to every rare label
+        if factors is self.item_factors:
+            return ~factors[:, : self.factors].any(axis=1)
+        return super()._untrained_rows(factors)
 
     def _image_vectors_of(self, rows, images=None):
         """The vectors of training images ``images`` (default: all), their labels being those
@@ -640,6 +652,10 @@ class VSEEns(LabelModel):
                     f"{self.learning_rate:g} makes every L2 step overshoot (their product is "
                     f"{step_shrink:g}, it must stay below 1): use a regularization of about "
                     f"0.01-0.1.")
+        if self.learning_schedule == "adagrad" and self.regularization >= 1e6:
+            # AdaGrad normalises the step, so only an L2 term whose square overflows diverges
+            return (f"regularization={self.regularization:g} is far beyond its useful range "
+                    f"(its AdaGrad steps overflow): use a regularization of about 0.001-0.1.")
         if float(self.init_scale) > 1:
             return (f"init_scale={self.init_scale:g} starts the vectors far too large: use about "
                     f"0.01.")
