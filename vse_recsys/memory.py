@@ -11,9 +11,10 @@ on swap).
 The estimate of :func:`estimate_fit_memory` (bytes; ``k`` factors, ``w = k + 1`` with a label
 bias, else ``k``; ``s`` bytes per value, 4 for float32, 8 for float64; ``T`` threads; ``nnz``
 pairs; ``V`` images held out for early stopping, ``min(max(1,000, min(10,000, 2^28 /
-n_labels)), max(n_images / 10, min(1,000, n_images, nnz / 10)))``; ``M`` the most labels of one image; "trained" the arrays training moves:
-the label vectors ``n_labels * w * s``, plus the label inputs ``n_labels * k * s`` (composed
-image vectors) or the image vectors ``n_images * w * s`` (free ones))::
+n_labels)), max(n_images / 10, min(1,000, n_images, nnz / 10)))``; ``M`` the most labels of
+one image; "trained" the arrays training moves: the label vectors ``n_labels * w * s``, plus
+the label inputs ``n_labels * k * s`` (composed image vectors) or the image vectors
+``n_images * w * s`` (free ones))::
 
     total = training matrix + max(validation split, initialisation, training, finish)
 
