@@ -3,20 +3,12 @@
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import resolve_random_state
+from .._validation import check_number, resolve_random_state
 from .dataset import ImageLabels
 
 __all__ = ["generate_image_labels"]
 
 _BLOCK_DRAWS = 1 << 21  # label draws made at a time: bounds memory whatever the size
-
-
-def _check(name, value, low, *, integer=False, strict=False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _categorical(rng, cumulative, groups):
@@ -93,13 +85,13 @@ def generate_image_labels(
     ImageLabels
         Binary, image IDs ``0..n_images-1``, label IDs ``0..n_labels-1``.
     """
-    _check("n_images", n_images, 1, integer=True)
-    _check("n_labels", n_labels, 1, integer=True)
-    _check("labels_per_image", labels_per_image, 1)
-    _check("factors", factors, 1, integer=True)
-    _check("zipf_exponent", zipf_exponent, 0)
-    _check("noise", noise, 0, strict=True)
-    _check("label_spread", label_spread, 0, strict=True)
+    check_number("n_images", n_images, low=1, integer=True)
+    check_number("n_labels", n_labels, low=1, integer=True)
+    check_number("labels_per_image", labels_per_image, low=1)
+    check_number("factors", factors, low=1, integer=True)
+    check_number("zipf_exponent", zipf_exponent, low=0)
+    check_number("noise", noise, low=0, strict=True)
+    check_number("label_spread", label_spread, low=0, strict=True)
     rng = resolve_random_state(random_state)
 
     popularity = (rng.permutation(n_labels) + 1.0) ** -float(zipf_exponent)

@@ -58,7 +58,6 @@ from pathlib import Path
 import harness  # first: it sets one BLAS / OpenMP thread per process before NumPy loads
 
 import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from harness import DATASETS, FACTORS, GENERATED, OUR_MODELS, REFERENCE_WARP  # noqa: E402
@@ -256,15 +255,7 @@ def _train_static(train, spec, params, threads, seed, epochs, on_epoch, clock):
         def scores(ids):
             return train[ids] @ weights_t
     elif kind == "cooccurrence":
-        binary = train.copy()
-        binary.data[:] = 1.0
-        counts = (binary.T @ binary).tocsr()  # counts[i, j] = images with labels i and j
-        per_label = counts.diagonal()
-        conditional = sp.diags(1.0 / np.maximum(per_label, 1)) @ counts  # row i: P(j | i)
-        conditional = conditional.tocsr()
-
-        def scores(ids):
-            return (binary[ids] @ conditional).toarray()
+        scores = harness.cooccurrence_scorer(train)
     elif kind == "popularity":
         popularity = np.asarray(train.getnnz(axis=0), dtype=np.float64)
 

@@ -43,6 +43,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from vse_recsys import VSEEns  # noqa: E402
@@ -406,6 +407,16 @@ def fit_reporting_epochs(model, train, on_epoch, clock):
     clock.start()
     model.fit(train, show_progress=False, callback=callback)
     return scorer
+
+
+def cooccurrence_scorer(train):
+    """The no-training baseline: ``scores(ids)`` of the images ``ids`` are the sums over each
+    image's training labels i of P(j | i) = #images with i and j / #images with i."""
+    binary = train.copy()
+    binary.data[:] = 1.0
+    counts = (binary.T @ binary).tocsr()  # counts[i, j] = images with labels i and j
+    conditional = (sp.diags(1.0 / np.maximum(counts.diagonal(), 1)) @ counts).tocsr()
+    return lambda ids: (binary[ids] @ conditional).toarray()
 
 
 def metrics(user_factors, item_factors, known, held_out, K=(5,)):

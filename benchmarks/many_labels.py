@@ -18,14 +18,12 @@ training ones, on a fixed sample of ``--eval-images`` test images (seeded), as i
 training. Results: ``benchmarks/results/many_labels.json`` (``--output``).
 """
 
-import json
 import time
 from pathlib import Path
 
 import harness  # first: one BLAS / OpenMP thread per process unless --threads says otherwise
 
 import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 
 from vse_recsys import EASE, VSEEns  # noqa: E402
 from vse_recsys.memory import InsufficientMemoryError  # noqa: E402
@@ -37,15 +35,6 @@ def test_images(test, limit):
     if len(images) > limit:
         images = np.sort(np.random.default_rng(0).choice(images, size=limit, replace=False))
     return images
-
-
-def cooccurrence_scorer(train, images):
-    binary = train.copy()
-    binary.data[:] = 1.0
-    counts = (binary.T @ binary).tocsr()  # counts[i, j] = images with labels i and j
-    conditional = (sp.diags(1.0 / np.maximum(counts.diagonal(), 1)) @ counts).tocsr()
-    rows = binary[images]
-    return lambda positions: (rows[positions] @ conditional).toarray()
 
 
 def main(argv=None):
@@ -103,8 +92,9 @@ def main(argv=None):
         add("EASE()", time.perf_counter() - started, lambda positions: rows[positions] @ weights_t)
 
     started = time.perf_counter()
-    scorer = cooccurrence_scorer(train, images)
-    add("co-occurrence", time.perf_counter() - started, scorer)
+    scores = harness.cooccurrence_scorer(train)
+    add("co-occurrence", time.perf_counter() - started,
+        lambda positions: scores(images[positions]))
     popularity = np.asarray(train.getnnz(axis=0), dtype=np.float32)
     add("popularity", 0.0, lambda positions: np.broadcast_to(popularity,
                                                              (len(positions), popularity.size)))

@@ -50,3 +50,15 @@ def test_with_many_labels_fewer_images_are_held_out_so_the_check_stays_cheap():
     matrix = uniform_rows(30_000, 2, n_labels=1_000_000)
     _, held_out = split_validation(matrix, 0.1, np.random.default_rng(0))
     assert held_out.nnz == 1_000
+
+
+def test_the_memory_estimate_counts_the_images_the_split_holds_out():
+    from vse_recsys import VSEEns
+
+    def scoring(fraction):
+        model = VSEEns(factors=16, validation_fraction=fraction)
+        return model.estimate_memory(50_000, 1_000, 500_000).terms["validation scoring"]
+
+    # 5,000 images held out at a tenth, 10,000 (the most) at a half: the estimate follows
+    assert scoring(0.5) > scoring(0.1) == scoring(0.1)
+    assert scoring(0.5) == scoring(0.9)

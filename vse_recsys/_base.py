@@ -16,7 +16,7 @@ import scipy.sparse
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
 from implicit.cpu.topk import topk
 
-from ._validation import binary_csr, check_ids
+from ._validation import binary_csr, check_ids, check_positive_int
 
 __all__ = ["LabelModel", "ParamsMixin"]
 
@@ -309,9 +309,7 @@ def _n_largest(block, N):
 
 def _check_top_n(N, count):
     """``N`` as an int, at most ``count`` (implicit would pad with id 0 at score 0)."""
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise ValueError(f"N must be a positive integer, got {N!r}")
-    return min(int(N), int(count))
+    return min(check_positive_int("N", N), int(count))
 
 
 def _check_subset(subset, excluded, count, what):

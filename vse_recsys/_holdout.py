@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from .evaluation import factor_metrics
 
-__all__ = ["MAX_VALIDATION_IMAGES", "MAX_VALIDATION_SCORES", "max_validation_images",
+__all__ = ["MAX_VALIDATION_IMAGES", "MAX_VALIDATION_SCORES", "held_out_images",
            "split_validation", "validation_map"]
 
 #: Scores computed at once when scoring the held-out labels (16 MiB of float32)
@@ -36,24 +36,20 @@ MAX_VALIDATION_SCORES = 1 << 28
 MIN_VALIDATION_IMAGES = 1_000
 
 
-def split_validation(user_items, fraction, generator, max_images=None):
+def split_validation(user_items, fraction, generator):
     """``(train, held_out)``: one random label of ``fraction`` of the images with two or more
     labels (at least :data:`MIN_VALIDATION_IMAGES`, or as many as there are, as long as that
-    holds out at most ``fraction`` of the pairs; at most ``max_images``, by default
-    :data:`MAX_VALIDATION_IMAGES` or, with many labels, :data:`MAX_VALIDATION_SCORES` scores)
+    holds out at most ``fraction`` of the pairs; at most :data:`MAX_VALIDATION_IMAGES`, and
+    with many labels at most :data:`MAX_VALIDATION_SCORES` scores: :func:`held_out_images`)
     moved from ``user_items`` (canonical binary CSR) into ``held_out``; ``held_out`` is None
     when no image has two labels.
 
     Built from the CSR arrays directly (a keep-mask and the shortened rows), about 9 bytes per
     pair beside the result, so that it fits beside a matrix of hundreds of millions of pairs.
     """
-    if max_images is None:
-        max_images = max_validation_images(user_items.shape[1])
     counts = np.diff(user_items.indptr)
     eligible = np.flatnonzero(counts >= 2)
-    wanted = max(int(round(fraction * len(eligible))),
-                 min(MIN_VALIDATION_IMAGES, len(eligible), int(fraction * user_items.nnz)))
-    wanted = min(max_images, wanted)
+    wanted = held_out_images(len(eligible), user_items.nnz, user_items.shape[1], fraction)
     if wanted == 0:
         return user_items, None
     images = np.sort(generator.choice(eligible, size=wanted, replace=False))
@@ -73,10 +69,14 @@ def split_validation(user_items, fraction, generator, max_images=None):
     return train, held_out
 
 
-def max_validation_images(n_labels):
-    """The most images early stopping holds out with ``n_labels`` labels."""
-    return min(MAX_VALIDATION_IMAGES,
+def held_out_images(eligible, nnz, n_labels, fraction):
+    """How many images :func:`split_validation` holds out, of ``eligible`` ones with two or
+    more labels (``nnz`` pairs, ``n_labels`` labels); the memory estimate's count too."""
+    wanted = max(int(round(fraction * eligible)),
+                 min(MIN_VALIDATION_IMAGES, eligible, int(fraction * nnz)))
+    most = min(MAX_VALIDATION_IMAGES,
                max(MIN_VALIDATION_IMAGES, MAX_VALIDATION_SCORES // max(1, n_labels)))
+    return min(most, wanted)
 
 
 def validation_map(image_vectors, item_factors, train, held_out, images):

@@ -272,6 +272,13 @@ def check_number(name, value, *, integer=False, low=None, strict=False):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
 
+def check_positive_int(name, value):
+    """``value`` as an int, refusing anything but an integer >= 1 (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_ids(name, ids, count, what):
     """Refuse row or column ids that are not integers in ``0..count - 1`` (IndexError)."""
     ids = np.asarray(ids)

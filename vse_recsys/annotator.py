@@ -41,7 +41,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._npz import ModelFileError, check_kind, kind_of, read_model_file, read_npz, write_model_file
-from ._validation import binary_csr
+from ._validation import binary_csr, check_positive_int
 from .adapters import ImageLabels, leave_one_out_split
 from .adapters._ids import IdIndex, plain, storable_ids
 from .ease import EASE
@@ -258,7 +258,7 @@ class Annotator:
         images had no label in training (their suggestions carry no information about them).
         """
         self._check_fitted()
-        N = _check_n(N)
+        N = check_positive_int("N", N)
         values = [images] if np.ndim(images) == 0 else list(images)
         rows = self.image_index(values)
         known = self._known_rows(rows)
@@ -291,7 +291,7 @@ class Annotator:
         labels alone: the same labels always give the same suggestions.
         """
         self._check_fitted()
-        N = _check_n(N)
+        N = check_positive_int("N", N)
         if isinstance(labels, ImageLabels):
             image_ids, rows = self._rows_of_dataset(labels, skip_unknown)
         else:
@@ -322,7 +322,7 @@ class Annotator:
     def tag_rows(self, rows, N=10, include_known=False, image_ids=None):
         """Like :meth:`tag_new`, with the known labels as a CSR matrix in label positions."""
         self._check_fitted()
-        N = _check_n(N)
+        N = check_positive_int("N", N)
         rows = binary_csr(rows, "rows", allow_empty=True)
         if rows.shape[1] != self.n_labels:
             raise ValueError(f"rows has {rows.shape[1]} columns for {self.n_labels} labels")
@@ -415,7 +415,7 @@ class Annotator:
         makes of ``tag_new``'s results), built from arrays without a Python object per image:
         for millions of images (what :mod:`vse_recsys.distributed` tags)."""
         self._check_fitted()
-        N = _check_n(N)
+        N = check_positive_int("N", N)
         image_ids, rows = self._rows_of_dataset(labels, skip_unknown)
         self._check_rows(rows, image_ids)
         ids, scores, valid = self._ranked(None, rows, N, include_known, new=True)
@@ -477,7 +477,7 @@ class Annotator:
         itself.
         """
         self._check_fitted()
-        N = _check_n(N)
+        N = check_positive_int("N", N)
         position = self.label_index(label)
         n = min(N + 1, self.n_labels)
         ids, scores = self.model.similar_items(position, N=n)
@@ -694,9 +694,3 @@ def _training_labels(arrays):
     )
     user_items.check_format(full_check=True)
     return user_items
-
-
-def _check_n(N):
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise ValueError(f"N must be a positive integer, got {N!r}")
-    return int(N)

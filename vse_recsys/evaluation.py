@@ -63,10 +63,9 @@ import contextlib
 import numbers
 
 import numpy as np
-import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ._validation import binary_csr
+from ._validation import binary_csr, check_positive_int
 
 __all__ = ["DEFAULT_K", "factor_metrics", "metric_names", "ranking_metrics", "score_metrics"]
 
@@ -350,7 +349,7 @@ def _evaluate(
 ):
     """Score the evaluated images batch by batch and aggregate their metrics."""
     cutoffs = _check_cutoffs(K)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int("batch_size", batch_size)
     names = metric_names(cutoffs)
     image_ids = np.flatnonzero(np.diff(test.indptr)).astype(np.int64)
     if image_ids.size == 0:
@@ -485,20 +484,14 @@ def _check_cutoffs(K):
             ) from None
     if not values:
         raise ValueError("K must contain at least one cut-off")
-    return tuple(dict.fromkeys(_check_positive_int(k, "each cut-off in K") for k in values))
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return tuple(dict.fromkeys(check_positive_int("each cut-off in K", k) for k in values))
 
 
 def _thread_limit(num_threads):
     """Cap BLAS threads (scoring is one GEMM per batch; the counting is single-threaded)."""
     if num_threads is None:
         return contextlib.nullcontext()
-    num_threads = _check_positive_int(num_threads, "num_threads")
+    num_threads = check_positive_int("num_threads", num_threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError as error:

@@ -10,9 +10,10 @@ on swap).
 
 The estimate of :func:`estimate_fit_memory` (bytes; ``k`` factors, ``w = k + 1`` with a label
 bias, else ``k``; ``s`` bytes per value, 4 for float32, 8 for float64; ``T`` threads; ``nnz``
-pairs; ``V`` images held out for early stopping, ``min(max(1,000, min(10,000, 2^28 /
-n_labels)), max(n_images / 10, min(1,000, n_images, nnz / 10)))``; ``M`` the most labels of
-one image; "trained" the arrays training moves: the label vectors ``n_labels * w * s``, plus
+pairs; ``V`` images held out for early stopping (``_holdout.held_out_images``, with every
+image counted as having two labels: ``validation_fraction`` of them, at least 1,000 or all
+while that is at most that share of the pairs, at most 10,000 and 2^28 / n_labels); ``M`` the
+most labels of one image; "trained" the arrays training moves: the label vectors ``n_labels * w * s``, plus
 the label inputs ``n_labels * k * s`` (composed image vectors) or the image vectors
 ``n_images * w * s`` (free ones))::
 
@@ -48,7 +49,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from ._holdout import max_validation_images
+from ._holdout import held_out_images
 
 __all__ = [
     "InsufficientMemoryError",
@@ -87,7 +88,7 @@ class MemoryEstimate(NamedTuple):
 def estimate_fit_memory(
     n_images, n_labels, nnz, factors, *, itemsize=4, adaptive=True, num_threads=1,
     new_model=True, image_vectors="free", label_bias=False, adagrad=False,
-    early_stopping=False, max_labels=None, canonical_input=False,
+    early_stopping=False, validation_fraction=0.1, max_labels=None, canonical_input=False,
 ):
     """Estimate the peak memory (bytes) ``VSEEns.fit`` allocates; see the module notes.
 
@@ -114,6 +115,8 @@ def estimate_fit_memory(
     label_bias, adagrad, early_stopping : bool
         A bias column; AdaGrad's accumulators (one value per trained value); a validation
         split and its scoring.
+    validation_fraction : float
+        Early stopping's share of held-out images (``VSEEns.validation_fraction``).
     max_labels : int, optional
         The most labels of one image (sizes the composed model's per-thread scratch; at most
         ``n_labels`` when not given).
@@ -138,11 +141,9 @@ def estimate_fit_memory(
         trained += n_images * width * itemsize
     most = n_labels if max_labels is None else min(int(max_labels), n_labels)
     stride = -(-width // 16) * 16
-    # (as split_validation: a tenth of the images, at least 1,000 or all of them as long as
-    # that is at most a tenth of the pairs, at most max_validation_images)
-    validation_images = min(max_validation_images(n_labels),
-                            max(-(-n_images // 10), min(1_000, n_images, nnz // 10))) \
-        if early_stopping else 0
+    # (every image may have two labels: an upper bound of what split_validation holds out)
+    validation_images = (held_out_images(n_images, nnz, n_labels, validation_fraction)
+                         if early_stopping else 0)
     terms = {
         "training matrix": 0 if canonical_input else 14 * nnz + 16 * (n_images + 1),
         # the vectors, the copy of what fit keeps (best or last epoch) and AdaGrad's sums

@@ -378,6 +378,7 @@ class VSEEns(LabelModel):
             label_bias=bool(self.label_bias),
             adagrad=self.learning_schedule == "adagrad",
             early_stopping=bool(self.early_stopping),
+            validation_fraction=float(self.validation_fraction),
             max_labels=max_labels,
             canonical_input=canonical_input,
         )
